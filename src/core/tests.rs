@@ -1,0 +1,576 @@
+//! Scripted scenarios with a virtual clock, and random event sequences
+//! checked against the architecture invariants. No process is started.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const TERM: i32 = 15;
+const USR1: i32 = 10;
+
+fn config() -> Config {
+    Config {
+        instances: 1,
+        ready_timeout: Duration::from_secs(60),
+        ready_delay: None,
+        drain_timeout: Duration::from_secs(30),
+        stop_signal: TERM,
+        restart: Restart::OnFailure,
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Drives a Supervisor the way the driver does: performs `Spawn` at once
+/// with made-up pids, and keeps every action for the test to look at.
+struct Harness {
+    sup: Supervisor,
+    now: Instant,
+    next_pid: Pid,
+    /// (generation, instance, pid) of every spawn.
+    spawned: Vec<(GenId, u32, Pid)>,
+}
+
+impl Harness {
+    fn new(config: Config) -> Self {
+        let now = Instant::now();
+        Harness { sup: Supervisor::new(config, now), now, next_pid: 100, spawned: Vec::new() }
+    }
+
+    /// Everything the supervisor asked for since the last call.
+    fn actions(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        while let Some(action) = self.sup.poll_action() {
+            if let Action::Spawn { generation, instance } = action {
+                let pid = self.next_pid;
+                self.next_pid += 1;
+                self.spawned.push((generation, instance, pid));
+                self.sup.handle(self.now, Event::Spawned { generation, instance, pid });
+            }
+            out.push(action);
+        }
+        out
+    }
+
+    fn event(&mut self, event: Event) -> Vec<Action> {
+        self.sup.handle(self.now, event);
+        self.actions()
+    }
+
+    /// Moves the clock, firing the timer as the driver would.
+    fn advance(&mut self, by: Duration) -> Vec<Action> {
+        self.now += by;
+        if self.sup.poll_timeout().is_some_and(|at| at <= self.now) {
+            self.sup.handle_timeout(self.now);
+        }
+        self.actions()
+    }
+
+    fn exit(&mut self, pid: Pid, status: ExitStatus) -> Vec<Action> {
+        self.event(Event::Exited { pid, status })
+    }
+
+    fn ready(&mut self, pid: Pid) -> Vec<Action> {
+        self.event(Event::Ready { pid })
+    }
+
+    /// Starts generation 1 and makes it ready.
+    fn serving(config: Config) -> Self {
+        let mut h = Harness::new(config);
+        h.actions();
+        let pids: Vec<Pid> = h.spawned.iter().map(|s| s.2).collect();
+        for pid in pids {
+            h.ready(pid);
+        }
+        h
+    }
+}
+
+fn logs(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Log(notice) => Some(notice.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn without_logs(actions: Vec<Action>) -> Vec<Action> {
+    actions.into_iter().filter(|a| !matches!(a, Action::Log(_))).collect()
+}
+
+fn spawn(generation: GenId, instance: u32) -> Action {
+    Action::Spawn { generation, instance }
+}
+
+fn term(pid: Pid) -> Action {
+    Action::Signal { pid, signal: TERM }
+}
+
+fn upstream_ready(status: &str) -> Action {
+    Action::Upstream(Upstream::Ready { status: status.to_string() })
+}
+
+// ---- start ----
+
+#[test]
+fn start_spawns_generation_one_and_reports_ready_once() {
+    let mut h = Harness::new(config());
+    let actions = h.actions();
+    assert_eq!(without_logs(actions.clone()), vec![spawn(1, 0)]);
+    assert_eq!(logs(&actions), vec!["gen 1 started (pids 100)"]);
+    assert_eq!(h.sup.snapshot().generation, None, "not serving before ready");
+
+    let actions = h.advance(ms(40));
+    assert!(actions.is_empty(), "nothing happens while waiting: {actions:?}");
+    let actions = h.ready(100);
+    assert_eq!(logs(&actions), vec!["gen 1 ready after 40ms"]);
+    assert_eq!(without_logs(actions), vec![upstream_ready("gen 1 serving (pids 100)")]);
+    assert_eq!(h.sup.snapshot().generation, Some(1));
+    assert!(h.ready(100).is_empty(), "a second READY=1 changes nothing");
+}
+
+#[test]
+fn no_timer_while_everything_is_steady() {
+    let h = Harness::serving(config());
+    assert_eq!(h.sup.poll_timeout(), None, "steady state must not wake hotswap");
+}
+
+#[test]
+fn several_instances_take_over_only_when_all_are_ready() {
+    let mut h = Harness::new(Config { instances: 3, ..config() });
+    let actions = h.actions();
+    assert_eq!(without_logs(actions.clone()), vec![spawn(1, 0), spawn(1, 1), spawn(1, 2)]);
+    assert_eq!(logs(&actions), vec!["gen 1 started (pids 100,101,102)"]);
+    assert!(h.ready(100).is_empty());
+    assert!(h.ready(102).is_empty());
+    let actions = h.ready(101);
+    assert_eq!(without_logs(actions), vec![upstream_ready("gen 1 serving (pids 100,101,102)")]);
+}
+
+#[test]
+fn ready_delay_mode_declares_readiness_itself() {
+    let mut h = Harness::new(Config { ready_delay: Some(ms(500)), ..config() });
+    h.actions();
+    assert_eq!(h.sup.poll_timeout(), Some(h.now + ms(500)));
+    assert!(h.advance(ms(499)).is_empty());
+    let actions = h.advance(ms(1));
+    assert_eq!(logs(&actions), vec!["gen 1 ready after 500ms"]);
+}
+
+// ---- a child exits under each restart policy ----
+
+#[test]
+fn on_failure_restarts_a_crashed_child_with_backoff() {
+    let mut h = Harness::serving(config());
+    let actions = h.exit(100, ExitStatus::Exited(1));
+    assert_eq!(
+        logs(&actions),
+        vec![
+            "gen 1 instance 0 (pid 100) exited with status 1",
+            "gen 1 instance 0 restarting in 100ms"
+        ]
+    );
+    assert!(h.advance(ms(99)).is_empty());
+    assert_eq!(h.advance(ms(1)), vec![spawn(1, 0)]);
+    // A second quick crash waits twice as long.
+    let actions = h.exit(101, ExitStatus::Signaled(11));
+    assert_eq!(logs(&actions)[1], "gen 1 instance 0 restarting in 200ms");
+    assert_eq!(h.advance(ms(200)), vec![spawn(1, 0)]);
+    assert_eq!(h.sup.snapshot().children[0].restarts, 2);
+}
+
+#[test]
+fn on_failure_lets_a_clean_exit_end_hotswap() {
+    let mut h = Harness::serving(config());
+    let actions = h.exit(100, ExitStatus::Exited(0));
+    assert_eq!(
+        without_logs(actions),
+        vec![Action::Upstream(Upstream::Stopping), Action::Exit { code: 0 }]
+    );
+}
+
+#[test]
+fn always_restarts_even_a_clean_exit() {
+    let mut h = Harness::serving(Config { restart: Restart::Always, ..config() });
+    h.exit(100, ExitStatus::Exited(0));
+    assert_eq!(h.advance(ms(100)), vec![spawn(1, 0)]);
+}
+
+#[test]
+fn never_exits_with_the_childs_status() {
+    let mut h = Harness::serving(Config { restart: Restart::Never, ..config() });
+    let actions = h.exit(100, ExitStatus::Exited(3));
+    assert_eq!(without_logs(actions).last(), Some(&Action::Exit { code: 3 }));
+
+    let mut h = Harness::serving(Config { restart: Restart::Never, ..config() });
+    let actions = h.exit(100, ExitStatus::Signaled(9));
+    assert_eq!(without_logs(actions).last(), Some(&Action::Exit { code: 137 }));
+}
+
+#[test]
+fn never_with_several_instances_waits_for_the_last_one() {
+    let mut h = Harness::serving(Config { restart: Restart::Never, instances: 2, ..config() });
+    assert!(without_logs(h.exit(100, ExitStatus::Exited(1))).is_empty());
+    assert_eq!(
+        without_logs(h.exit(101, ExitStatus::Exited(4))).last(),
+        Some(&Action::Exit { code: 4 })
+    );
+}
+
+#[test]
+fn first_generation_failing_is_retried_with_backoff() {
+    let mut h = Harness::new(config());
+    h.actions();
+    let actions = h.exit(100, ExitStatus::Exited(1));
+    assert_eq!(logs(&actions)[0], "gen 1 failed: pid 100 exited with status 1 before it was ready");
+    assert!(h.advance(ms(99)).is_empty());
+    let actions = h.advance(ms(1));
+    assert_eq!(without_logs(actions), vec![spawn(2, 0)], "a failed generation uses up its number");
+}
+
+#[test]
+fn first_generation_failing_under_never_exits_with_its_status() {
+    let now = Instant::now();
+    let mut sup = Supervisor::new(Config { restart: Restart::Never, ..config() }, now);
+    assert_eq!(sup.poll_action(), Some(spawn(1, 0)));
+    let status = ExitStatus::Exited(127);
+    let reason = "No such file or directory".to_string();
+    sup.handle(now, Event::SpawnFailed { generation: 1, instance: 0, status, reason });
+    let actions: Vec<Action> = std::iter::from_fn(|| sup.poll_action()).collect();
+    assert_eq!(without_logs(actions).last(), Some(&Action::Exit { code: 127 }));
+}
+
+// ---- stop ----
+
+#[test]
+fn graceful_stop_drains_then_kills_the_group_at_the_timeout() {
+    let mut h = Harness::serving(config());
+    let actions = h.event(Event::Stop { graceful: true });
+    assert_eq!(without_logs(actions), vec![Action::Upstream(Upstream::Stopping), term(100)]);
+    assert_eq!(h.sup.snapshot().children[0].state, ChildState::Draining);
+    assert!(h.advance(Duration::from_secs(29)).is_empty());
+    let actions = h.advance(Duration::from_secs(1));
+    assert_eq!(without_logs(actions), vec![Action::KillGroup { pgid: 100 }]);
+    assert_eq!(without_logs(h.exit(100, ExitStatus::Signaled(9))), vec![Action::Exit { code: 0 }]);
+}
+
+#[test]
+fn graceful_stop_exits_as_soon_as_the_child_is_done() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Stop { graceful: true });
+    let actions = h.advance(Duration::from_secs(2));
+    assert!(actions.is_empty());
+    assert_eq!(without_logs(h.exit(100, ExitStatus::Exited(0))), vec![Action::Exit { code: 0 }]);
+    assert_eq!(h.sup.poll_timeout(), None, "no kill left pending");
+}
+
+#[test]
+fn quit_kills_at_once_and_a_second_stop_escalates() {
+    let mut h = Harness::serving(config());
+    let actions = h.event(Event::Stop { graceful: false });
+    assert_eq!(
+        without_logs(actions),
+        vec![Action::Upstream(Upstream::Stopping), Action::KillGroup { pgid: 100 }]
+    );
+
+    let mut h = Harness::serving(config());
+    h.event(Event::Stop { graceful: true });
+    assert!(h.event(Event::Stop { graceful: true }).is_empty(), "a second TERM changes nothing");
+    assert_eq!(h.event(Event::Stop { graceful: false }), vec![Action::KillGroup { pgid: 100 }]);
+}
+
+#[test]
+fn stop_cancels_a_pending_restart() {
+    let mut h = Harness::serving(config());
+    h.exit(100, ExitStatus::Exited(1));
+    let actions = h.event(Event::Stop { graceful: true });
+    assert_eq!(without_logs(actions).last(), Some(&Action::Exit { code: 0 }));
+    assert!(h.advance(Duration::from_secs(1)).is_empty());
+}
+
+// ---- reload ----
+
+#[test]
+fn reload_starts_a_new_generation_then_retires_the_old_one() {
+    let mut h = Harness::serving(config());
+    let actions = h.event(Event::Reload { waiter: None });
+    assert_eq!(without_logs(actions), vec![Action::Upstream(Upstream::Reloading), spawn(2, 0)]);
+    assert!(h.advance(ms(200)).is_empty(), "the old generation is not touched before ready");
+    let actions = h.ready(101);
+    assert_eq!(logs(&actions), vec!["gen 2 ready after 200ms", "gen 1 retiring (pids 100)"]);
+    assert_eq!(without_logs(actions), vec![term(100), upstream_ready("gen 2 serving (pids 101)")]);
+    let actions = h.advance(ms(300));
+    assert!(actions.is_empty());
+    let actions = h.exit(100, ExitStatus::Exited(0));
+    assert_eq!(logs(&actions), vec!["gen 1 gone, drained after 300ms"]);
+    assert_eq!(h.sup.snapshot().last_reload.unwrap().failure, None);
+}
+
+#[test]
+fn reload_wait_client_sees_every_step_and_the_outcome() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: Some(7) });
+    let mut seen: Vec<String> = Vec::new();
+    let mut collect = |actions: Vec<Action>| {
+        for a in actions {
+            match a {
+                Action::Report { waiter: 7, notice } => seen.push(notice.to_string()),
+                Action::Finish { waiter: 7, outcome } => seen.push(format!("{outcome:?}")),
+                _ => {}
+            }
+        }
+    };
+    collect(h.advance(ms(10)));
+    collect(h.ready(101));
+    collect(h.exit(100, ExitStatus::Exited(0)));
+    assert_eq!(
+        seen,
+        vec![
+            "gen 2 ready after 10ms",
+            "gen 1 retiring (pids 100)",
+            "gen 1 gone, drained after 0ms",
+            "TookOver { generation: 2 }",
+        ]
+    );
+}
+
+#[test]
+fn a_new_generation_that_exits_is_rolled_back_and_the_old_one_untouched() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: Some(1) });
+    let actions = h.exit(101, ExitStatus::Exited(1));
+    let reason = FailReason::Exited { pid: 101, status: ExitStatus::Exited(1) };
+    assert_eq!(
+        without_logs(actions),
+        vec![
+            Action::Finish {
+                waiter: 1,
+                outcome: Outcome::RolledBack { generation: 2, reason: reason.clone() }
+            },
+            upstream_ready(
+                "reload to gen 2 failed: pid 101 exited with status 1 before it was ready; gen 1 still serving"
+            ),
+        ]
+    );
+    assert_eq!(h.sup.snapshot().generation, Some(1));
+    assert_eq!(h.sup.snapshot().last_reload.unwrap().failure, Some(reason));
+    assert_eq!(h.sup.poll_timeout(), None);
+}
+
+#[test]
+fn a_new_generation_not_ready_in_time_is_retired_like_an_old_one() {
+    let mut h = Harness::serving(Config { ready_timeout: Duration::from_secs(2), ..config() });
+    h.event(Event::Reload { waiter: None });
+    let actions = h.advance(Duration::from_secs(2));
+    assert_eq!(logs(&actions)[0], "gen 2 failed: not ready after 2s");
+    assert_eq!(without_logs(actions)[0], term(101), "it may hold accepted connections: drain it");
+    let actions = h.advance(Duration::from_secs(30));
+    assert_eq!(without_logs(actions), vec![Action::KillGroup { pgid: 101 }]);
+    let actions = h.exit(101, ExitStatus::Signaled(9));
+    assert_eq!(logs(&actions), vec!["gen 2 gone, drained after 30s"]);
+    assert_eq!(h.sup.snapshot().generation, Some(1));
+    assert_eq!(h.sup.snapshot().children.len(), 1);
+}
+
+#[test]
+fn a_late_ready_from_a_failed_generation_changes_nothing() {
+    let mut h = Harness::serving(Config { ready_timeout: Duration::from_secs(2), ..config() });
+    h.event(Event::Reload { waiter: None });
+    h.advance(Duration::from_secs(2));
+    assert!(h.ready(101).is_empty());
+    assert_eq!(h.sup.snapshot().generation, Some(1));
+}
+
+#[test]
+fn hups_during_a_reload_coalesce_into_one_more() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: Some(1) });
+    for waiter in 2..=4 {
+        let actions = h.event(Event::Reload { waiter: Some(waiter) });
+        assert!(without_logs(actions).is_empty(), "no second generation while one is starting");
+    }
+    let actions = h.ready(101);
+    let spawns: Vec<&Action> =
+        actions.iter().filter(|a| matches!(a, Action::Spawn { .. })).collect();
+    assert_eq!(spawns, vec![&spawn(3, 0)], "exactly one more reload");
+    assert!(actions.contains(&Action::Upstream(Upstream::Reloading)));
+    let actions = h.ready(102);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { .. })), "and no more than one");
+    // Waiters 2..4 wait for gen 3 and see gen 2 drained as it retires.
+    let finished: Vec<WaiterId> = h
+        .exit(101, ExitStatus::Exited(0))
+        .into_iter()
+        .chain(h.exit(100, ExitStatus::Exited(0)))
+        .filter_map(|a| match a {
+            Action::Finish { waiter, outcome: Outcome::TookOver { .. } } => Some(waiter),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.into_iter().collect::<BTreeSet<_>>(), BTreeSet::from([1, 2, 3, 4]));
+}
+
+#[test]
+fn a_hup_during_a_failing_reload_still_runs_after_it() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: None });
+    h.event(Event::Reload { waiter: None });
+    let actions = h.exit(101, ExitStatus::Exited(1));
+    assert!(actions.contains(&spawn(3, 0)), "{actions:?}");
+}
+
+#[test]
+fn a_child_exiting_while_it_drains_is_never_signalled_again() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: None });
+    h.ready(101);
+    let actions = h.exit(100, ExitStatus::Exited(0));
+    assert_eq!(without_logs(actions), vec![]);
+    assert!(h.advance(Duration::from_secs(60)).is_empty(), "no SIGKILL for a pid already gone");
+}
+
+#[test]
+fn a_draining_child_that_crashes_is_not_restarted() {
+    let mut h = Harness::serving(Config { restart: Restart::Always, ..config() });
+    h.event(Event::Reload { waiter: None });
+    h.ready(101);
+    h.exit(100, ExitStatus::Signaled(6));
+    assert!(h.advance(Duration::from_secs(60)).is_empty());
+}
+
+#[test]
+fn a_crash_in_the_serving_generation_during_a_reload_still_restarts() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: None });
+    h.exit(100, ExitStatus::Exited(1));
+    assert_eq!(h.advance(ms(100)), vec![spawn(1, 0)]);
+}
+
+#[test]
+fn reload_during_stop_is_cancelled() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Stop { graceful: true });
+    let actions = h.event(Event::Reload { waiter: Some(9) });
+    assert_eq!(actions, vec![Action::Finish { waiter: 9, outcome: Outcome::Cancelled }]);
+}
+
+#[test]
+fn stop_during_a_reload_drains_both_generations() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: Some(5) });
+    let actions = without_logs(h.event(Event::Stop { graceful: true }));
+    assert!(actions.contains(&term(100)) && actions.contains(&term(101)), "{actions:?}");
+    assert!(actions.contains(&Action::Finish { waiter: 5, outcome: Outcome::Cancelled }));
+    h.exit(100, ExitStatus::Exited(0));
+    assert_eq!(h.exit(101, ExitStatus::Exited(0)).last(), Some(&Action::Exit { code: 0 }));
+}
+
+#[test]
+fn forwarded_signals_reach_only_the_serving_generation() {
+    let mut h = Harness::serving(Config { instances: 2, ..config() });
+    h.event(Event::Reload { waiter: None });
+    let actions = h.event(Event::Forward { signal: USR1 });
+    assert_eq!(
+        actions,
+        vec![Action::Signal { pid: 100, signal: USR1 }, Action::Signal { pid: 101, signal: USR1 }]
+    );
+}
+
+#[test]
+fn status_lines_are_kept_per_child() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Status { pid: 100, text: "warming caches".into() });
+    assert_eq!(h.sup.snapshot().children[0].status.as_deref(), Some("warming caches"));
+}
+
+// ---- invariants under random event sequences ----
+
+/// A small deterministic generator (xorshift), so a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn invariants_hold_under_random_events() {
+    for seed in 1..300u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let restart = [Restart::OnFailure, Restart::Always, Restart::Never][rng.below(3) as usize];
+        let instances = 1 + rng.below(3) as u32;
+        let mut h = Harness::new(Config {
+            instances,
+            ready_timeout: ms(500),
+            drain_timeout: ms(800),
+            restart,
+            ..config()
+        });
+        let mut gone: BTreeSet<Pid> = BTreeSet::new();
+        let mut exited = false;
+        for step in 0..200 {
+            let live: Vec<Pid> = h.sup.snapshot().children.iter().map(|c| c.pid).collect();
+            let pick = |rng: &mut Rng| live[rng.below(live.len() as u64) as usize];
+            let actions = match rng.below(10) {
+                0 => h.event(Event::Reload { waiter: Some(step) }),
+                1 | 2 if !live.is_empty() => {
+                    let pid = pick(&mut rng);
+                    h.ready(pid)
+                }
+                3 if !live.is_empty() => {
+                    let pid = pick(&mut rng);
+                    gone.insert(pid);
+                    h.exit(pid, ExitStatus::Exited(rng.below(2) as i32))
+                }
+                4 if rng.below(10) == 0 => h.event(Event::Stop { graceful: rng.below(2) == 0 }),
+                _ => h.advance(ms(1 + rng.below(300))),
+            };
+            for action in &actions {
+                match action {
+                    Action::Signal { pid, .. } | Action::KillGroup { pgid: pid } => {
+                        assert!(
+                            !gone.contains(pid),
+                            "seed {seed}: {action:?} after pid {pid} exited"
+                        )
+                    }
+                    Action::Exit { .. } => {
+                        assert!(!exited, "seed {seed}: Exit twice");
+                        exited = true;
+                    }
+                    _ => {}
+                }
+            }
+            let snap = h.sup.snapshot();
+            if exited {
+                assert!(
+                    snap.children.is_empty(),
+                    "seed {seed}: exited with children left: {snap:?} after {actions:?}"
+                );
+            }
+            let starting: BTreeSet<GenId> = snap
+                .children
+                .iter()
+                .filter(|c| Some(c.generation) != snap.generation)
+                .filter(|c| matches!(c.state, ChildState::Starting | ChildState::Ready))
+                .map(|c| c.generation)
+                .collect();
+            assert!(starting.len() <= 1, "seed {seed}: two generations starting: {snap:?}");
+            if let Some(serving) = snap.generation {
+                let serving_children = snap.children.iter().filter(|c| c.generation == serving);
+                assert!(
+                    serving_children.clone().all(|c| c.state != ChildState::Draining)
+                        || snap.stopping,
+                    "seed {seed}: the serving generation drains: {snap:?}"
+                );
+            }
+        }
+    }
+}

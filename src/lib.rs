@@ -1,0 +1,5 @@
+//! hotswap: own a service's listening sockets and hand them to successive
+//! generations of it. See ARCHITECTURE.md for the map.
+#![deny(unsafe_code)]
+
+pub mod core;
