@@ -2,4 +2,6 @@
 //! generations of it. See ARCHITECTURE.md for the map.
 #![deny(unsafe_code)]
 
+pub mod config;
 pub mod core;
+pub mod protocol;
