@@ -2,6 +2,13 @@
 //! generations of it. See ARCHITECTURE.md for the map.
 #![deny(unsafe_code)]
 
+pub mod cli;
+pub mod client;
 pub mod config;
+pub mod control;
 pub mod core;
+pub mod driver;
+pub mod logging;
 pub mod protocol;
+pub mod run;
+pub mod sys;

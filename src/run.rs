@@ -1,0 +1,179 @@
+//! Run mode: validate, take the sockets, claim the control socket, then
+//! hand everything to the driver; clean up what was created on the way out.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::cli::RunArgs;
+use crate::control::{self, BindError};
+use crate::core;
+use crate::driver::{self, Service};
+use crate::protocol::activation;
+use crate::sys::listeners::{self, ListenError, SocketOptions};
+use crate::sys::process;
+use crate::sys::spawn::{SpawnError, Spawner, resolve_program};
+use crate::sys::upstream::UpstreamSocket;
+
+/// Anything that stops hotswap from starting: bad input, exit code 2.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Command(#[from] SpawnError),
+    #[error("--chdir {0}: not a directory")]
+    NoDirectory(PathBuf),
+    #[error("--name {0:?}: must not contain '/' or be empty")]
+    BadName(String),
+    #[error("LISTEN_FDS: {0}")]
+    Activation(String),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Control(#[from] BindError),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// Runs the service; returns hotswap's exit code.
+pub fn run(args: RunArgs) -> i32 {
+    let mut cleanup = Cleanup::default();
+    match start(args, &mut cleanup) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hotswap: {e}");
+            2
+        }
+    }
+}
+
+fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
+    let cwd = match &args.chdir {
+        Some(dir) if !dir.is_dir() => return Err(StartError::NoDirectory(dir.clone())),
+        Some(dir) => Some(dir.clone()),
+        None => pwd(),
+    };
+    let program = &args.command[0];
+    resolve_program(program, cwd.as_deref())?;
+    let name = match args.name {
+        Some(name) => name,
+        None => Path::new(program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(StartError::BadName(name));
+    }
+
+    // The sockets come first, so they sit at fds 3.. before anything else opens an fd.
+    let var = |k: &str| std::env::var(k).ok();
+    let inherited = activation::parse_inherited(
+        var("LISTEN_PID").as_deref(),
+        var("LISTEN_FDS").as_deref(),
+        var("LISTEN_FDNAMES").as_deref(),
+        std::process::id(),
+    )
+    .map_err(StartError::Activation)?;
+    let options = SocketOptions {
+        backlog: args.backlog,
+        reuse_port: args.reuse_port,
+        socket_mode: args.socket_mode,
+    };
+    let listeners = listeners::open_all(&inherited, &args.listen, options)?;
+    cleanup.files.extend(listeners.iter().filter_map(|l| l.created_file.clone()));
+
+    process::become_subreaper().map_err(|e| StartError::Io("PR_SET_CHILD_SUBREAPER".into(), e))?;
+    let control_path = args.control.unwrap_or_else(|| control::default_path(&name));
+    let control_socket = control::bind(&control_path)?;
+    cleanup.files.push(control_path);
+    let notify_dir = control::runtime_dir().join(format!("{name}.{}.notify", std::process::id()));
+    control::private_dir(&notify_dir)
+        .map_err(|e| StartError::Io(notify_dir.display().to_string(), e))?;
+    cleanup.dirs.push(notify_dir.clone());
+    if let Some(path) = &args.pid_file {
+        write_pid_file(path).map_err(|e| StartError::Io(path.display().to_string(), e))?;
+        cleanup.pid_file = Some(path.clone());
+    }
+    let upstream =
+        std::env::var("NOTIFY_SOCKET").ok().and_then(|value| match UpstreamSocket::open(&value) {
+            Ok(socket) => Some(socket),
+            Err(e) => {
+                tracing::warn!("NOTIFY_SOCKET={value:?} ignored: {e}");
+                None
+            }
+        });
+
+    for (fd, l) in (activation::FIRST_FD..).zip(&listeners) {
+        tracing::info!("fd {fd}: {} ({})", l.local, l.passed.name);
+    }
+    let service = Service {
+        name,
+        core: core::Config {
+            instances: args.instances,
+            ready_timeout: args.ready_timeout,
+            ready_delay: match args.ready {
+                crate::config::ReadyMode::Delay(d) => Some(d),
+                _ => None,
+            },
+            drain_timeout: args.drain_timeout,
+            stop_signal: args.stop_signal,
+            restart: args.restart.into(),
+        },
+        ready: args.ready,
+        spawner: Spawner {
+            command: args.command,
+            cwd,
+            sockets: listeners.iter().map(|l| l.passed.clone()).collect(),
+        },
+        listeners,
+        notify_dir,
+        control: Some(control_socket),
+        upstream,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Io("tokio runtime".into(), e))?;
+    runtime.block_on(driver::run(service)).map_err(|e| StartError::Io("event loop".into(), e))
+}
+
+/// `$PWD` as the user sees it (through symlinks), when it is where we are.
+fn pwd() -> Option<PathBuf> {
+    let pwd = PathBuf::from(std::env::var_os("PWD")?);
+    let same = std::fs::canonicalize(&pwd).ok()? == std::env::current_dir().ok()?;
+    same.then_some(pwd)
+}
+
+/// Written to a temporary name and renamed, so a reader never sees it half-written.
+fn write_pid_file(path: &Path) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// What hotswap created, removed when it exits however it exits.
+#[derive(Default)]
+struct Cleanup {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    pid_file: Option<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        // Only our own: a successor may have written its pid there already.
+        if let Some(path) = &self.pid_file {
+            let ours = std::fs::read_to_string(path)
+                .is_ok_and(|s| s.trim() == std::process::id().to_string());
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Per-child readiness channels (DESIGN.md §4): a private `NOTIFY_SOCKET`,
+//! the `HOTSWAP_READY_FD` pipe and the Node IPC channel. Each is read by a
+//! small task that turns what it hears into core `Event`s.
+
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixDatagram as StdDatagram;
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockFlag, UnixCredentials, recvmsg, setsockopt, sockopt,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+use super::procfs;
+use crate::config::ReadyMode;
+use crate::core::{Event, Pid};
+use crate::protocol::notify::{self, NotifyMsg};
+
+/// The channels of one child, opened before it is spawned.
+pub struct Channels {
+    /// What the child's environment says about them.
+    pub env: Vec<(String, String)>,
+    /// The child's ends, closed in hotswap once the child has them.
+    child_ends: Vec<OwnedFd>,
+    notify: Option<(StdDatagram, PathBuf)>,
+    ready_pipe: Option<OwnedFd>,
+    ipc: Option<OwnedFd>,
+}
+
+impl Channels {
+    /// Opens what `mode` offers; the notify socket goes in `dir` as `file_name`.
+    pub fn open(mode: &ReadyMode, dir: &Path, file_name: &str) -> io::Result<Self> {
+        let mut channels = Channels {
+            env: Vec::new(),
+            child_ends: Vec::new(),
+            notify: None,
+            ready_pipe: None,
+            ipc: None,
+        };
+        if mode.offers_notify() {
+            let path = dir.join(file_name);
+            let _ = std::fs::remove_file(&path);
+            let socket = StdDatagram::bind(&path)?;
+            // Ask for each sender's credentials: the only way to attribute a datagram.
+            setsockopt(&socket, sockopt::PassCred, &true)?;
+            socket.set_nonblocking(true)?;
+            channels.env.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
+            channels.notify = Some((socket, path));
+        }
+        if mode.offers_fd() {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            channels.env.push(("HOTSWAP_READY_FD".into(), write.as_raw_fd().to_string()));
+            channels.child_ends.push(write);
+            channels.ready_pipe = Some(read);
+        }
+        if mode.offers_ipc() {
+            let (ours, theirs) = nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )?;
+            channels.env.push(("NODE_CHANNEL_FD".into(), theirs.as_raw_fd().to_string()));
+            channels.env.push(("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into()));
+            channels.child_ends.push(theirs);
+            channels.ipc = Some(ours);
+        }
+        Ok(channels)
+    }
+
+    /// The fds the child keeps across exec.
+    pub fn child_fds(&self) -> Vec<RawFd> {
+        self.child_ends.iter().map(|fd| fd.as_raw_fd()).collect()
+    }
+
+    /// The child could not be started: remove what `open` created.
+    pub fn discard(self) {
+        if let Some((_, path)) = &self.notify {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Once `child` runs: closes its ends here and starts listening to it.
+    pub fn watch(
+        self,
+        child: Pid,
+        child_uid: u32,
+        events: UnboundedSender<Event>,
+    ) -> io::Result<Watch> {
+        drop(self.child_ends);
+        let mut tasks = Vec::new();
+        let mut notify_path = None;
+        if let Some((socket, path)) = self.notify {
+            let socket = tokio::net::UnixDatagram::from_std(socket)?;
+            tasks.push(tokio::spawn(read_notify(socket, child, child_uid, events.clone())));
+            notify_path = Some(path);
+        }
+        if let Some(read) = self.ready_pipe {
+            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
+            tasks.push(tokio::spawn(read_ready_pipe(pipe, child, events.clone())));
+        }
+        if let Some(ours) = self.ipc {
+            let stream = std::os::unix::net::UnixStream::from(ours);
+            stream.set_nonblocking(true)?;
+            let stream = tokio::net::UnixStream::from_std(stream)?;
+            tasks.push(tokio::spawn(read_ipc(stream, child, events)));
+        }
+        Ok(Watch { tasks, notify_path })
+    }
+}
+
+/// The running readers of one child; dropped when the child is reaped.
+pub struct Watch {
+    tasks: Vec<JoinHandle<()>>,
+    notify_path: Option<PathBuf>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(path) = &self.notify_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// One received datagram with its sender's credentials.
+struct Datagram {
+    data: Vec<u8>,
+    sender: Option<UnixCredentials>,
+    truncated: bool,
+}
+
+fn receive(fd: RawFd) -> io::Result<Datagram> {
+    let mut buf = [0u8; 4096];
+    let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 16]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), flags)?;
+    let mut sender = None;
+    for c in msg.cmsgs()? {
+        match c {
+            ControlMessageOwned::ScmCredentials(creds) => sender = Some(creds),
+            // systemd-notify's BARRIER=1 waits for us to close the fd it sends.
+            ControlMessageOwned::ScmRights(fds) => {
+                for fd in fds {
+                    let _ = nix::unistd::close(fd);
+                }
+            }
+            _ => {}
+        }
+    }
+    let truncated = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    let len = msg.bytes;
+    Ok(Datagram { data: buf[..len].to_vec(), sender, truncated })
+}
+
+/// A datagram counts when its sender has the child's uid or is root and,
+/// where the sender still exists, belongs to the child's process tree.
+fn check_sender(sender: Option<UnixCredentials>, child: Pid, child_uid: u32) -> Result<(), String> {
+    let Some(creds) = sender else { return Err("no sender credentials".into()) };
+    if creds.uid() != 0 && creds.uid() != child_uid {
+        return Err(format!("sender uid {} is not the child's", creds.uid()));
+    }
+    match procfs::in_tree(creds.pid() as Pid, child) {
+        Some(false) => Err(format!("sender pid {} is not in its process tree", creds.pid())),
+        Some(true) | None => Ok(()),
+    }
+}
+
+async fn read_notify(
+    socket: tokio::net::UnixDatagram,
+    child: Pid,
+    child_uid: u32,
+    events: UnboundedSender<Event>,
+) {
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        let datagram = match socket
+            .try_io(tokio::io::Interest::READABLE, || receive(socket.as_fd().as_raw_fd()))
+        {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::warn!("notify socket of pid {child}: {e}");
+                return;
+            }
+        };
+        if datagram.truncated {
+            tracing::warn!("dropped a truncated notify datagram for pid {child}");
+            continue;
+        }
+        if let Err(why) = check_sender(datagram.sender, child, child_uid) {
+            tracing::warn!("dropped a notify datagram for pid {child}: {why}");
+            continue;
+        }
+        for msg in notify::parse(&datagram.data) {
+            let event = match msg {
+                NotifyMsg::Ready => Event::Ready { pid: child },
+                NotifyMsg::Status(text) => Event::Status { pid: child, text },
+            };
+            if events.send(event).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// s6-style: a newline on the pipe means ready. Read to the end, so a child
+/// that writes again never meets a closed pipe.
+async fn read_ready_pipe(
+    mut pipe: tokio::net::unix::pipe::Receiver,
+    child: Pid,
+    events: UnboundedSender<Event>,
+) {
+    let mut buf = [0u8; 512];
+    let mut announced = false;
+    while let Ok(n) = pipe.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+        if !announced && buf[..n].contains(&b'\n') {
+            announced = true;
+            let _ = events.send(Event::Ready { pid: child });
+        }
+    }
+}
+
+/// Node's IPC channel: one JSON value per line; `process.send('ready')` is `"ready"`.
+async fn read_ipc(stream: tokio::net::UnixStream, child: Pid, events: UnboundedSender<Event>) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if serde_json::from_str::<serde_json::Value>(&line).ok().as_ref().and_then(|v| v.as_str())
+            == Some("ready")
+        {
+            let _ = events.send(Event::Ready { pid: child });
+        }
+    }
+}

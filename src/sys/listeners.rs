@@ -1,0 +1,221 @@
+//! The listening sockets: adopted from systemd or bound here, pinned at fds
+//! 3, 4, … in hotswap itself, blocking, close-on-exec, open until hotswap exits.
+
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use socket2::{Domain, SockAddr, Socket, Type};
+use thiserror::Error;
+
+use super::raw;
+use crate::config::{Host, ListenAddr, ListenSpec};
+use crate::protocol::activation::{FIRST_FD, Inherited, PassedSocket};
+
+#[derive(Debug, Error)]
+pub enum ListenError {
+    #[error("address in use: {0}")]
+    InUse(String),
+    #[error("{0}: a live server is accepting on this unix socket")]
+    UnixInUse(String),
+    #[error("{0}: exists and is not a socket")]
+    NotASocket(String),
+    #[error("cannot resolve host in {0}: {1}")]
+    Resolve(String, String),
+    #[error("{0}: {1}")]
+    Io(String, io::Error),
+    #[error("inherited fd {0} from LISTEN_FDS: {1}")]
+    Inherited(i32, io::Error),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SocketOptions {
+    /// None: as deep as the kernel allows (net.core.somaxconn).
+    pub backlog: Option<i32>,
+    pub reuse_port: bool,
+    /// chmod for unix socket files.
+    pub socket_mode: Option<u32>,
+}
+
+/// One socket hotswap owns and passes on.
+#[derive(Debug)]
+pub struct Listener {
+    pub fd: OwnedFd,
+    pub passed: PassedSocket,
+    /// The bound address, for status and logs.
+    pub local: String,
+    /// A unix socket file hotswap created, removed when it exits.
+    pub created_file: Option<PathBuf>,
+}
+
+/// Adopts what systemd passed (`inherited`, at fds 3..), marks every other
+/// inherited fd close-on-exec, then binds `specs` at the following fd numbers.
+pub fn open_all(
+    inherited: &Inherited,
+    specs: &[ListenSpec],
+    opts: SocketOptions,
+) -> Result<Vec<Listener>, ListenError> {
+    let mut listeners = Vec::new();
+    for (i, name) in inherited.names.iter().enumerate() {
+        let fd = FIRST_FD + i as i32;
+        let owned = raw::adopt_fd(fd).map_err(|e| ListenError::Inherited(fd, e))?;
+        let local = describe(&owned).map_err(|e| ListenError::Inherited(fd, e))?;
+        listeners.push(Listener {
+            fd: owned,
+            passed: PassedSocket { name: name.clone(), address: local.clone() },
+            local,
+            created_file: None,
+        });
+    }
+    let first_free = FIRST_FD + listeners.len() as i32;
+    raw::cloexec_from(first_free).map_err(|e| ListenError::Io("close-on-exec sweep".into(), e))?;
+    for spec in specs {
+        let target = FIRST_FD + listeners.len() as i32;
+        let mut listener = bind(spec, opts)?;
+        listener.fd =
+            raw::move_fd(listener.fd, target).map_err(|e| ListenError::Io(spec.text.clone(), e))?;
+        listeners.push(listener);
+    }
+    for listener in &listeners {
+        set_blocking(&listener.fd).map_err(|e| ListenError::Io(listener.local.clone(), e))?;
+    }
+    Ok(listeners)
+}
+
+/// Sockets are passed blocking, as systemd passes them, and set so once:
+/// the flag lives on the open file description every generation shares,
+/// and flipping it under a running event loop breaks that loop.
+fn set_blocking(fd: &OwnedFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    if flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+fn bind(spec: &ListenSpec, opts: SocketOptions) -> Result<Listener, ListenError> {
+    let io_err = |e: io::Error| match e.kind() {
+        io::ErrorKind::AddrInUse => ListenError::InUse(spec.text.clone()),
+        _ => ListenError::Io(spec.text.clone(), e),
+    };
+    let name = spec.name.clone().unwrap_or_else(|| "unknown".to_string());
+    let (socket, address, created_file) = match &spec.addr {
+        ListenAddr::TcpAnyHost(port) => {
+            let socket = inet_socket(&any_host(*port), Type::STREAM, opts).map_err(io_err)?;
+            (socket, port.to_string(), None)
+        }
+        ListenAddr::Tcp(host, port) | ListenAddr::Udp(host, port) => {
+            let addr = resolve(host, *port, spec)?;
+            let ty =
+                if matches!(spec.addr, ListenAddr::Udp(..)) { Type::DGRAM } else { Type::STREAM };
+            let socket = inet_socket(&addr, ty, opts).map_err(io_err)?;
+            let text =
+                spec.text.trim_start_matches("tcp://").trim_start_matches("udp://").to_string();
+            (socket, text, None)
+        }
+        ListenAddr::UnixPath(path) => {
+            remove_stale_socket(path).map_err(|e| match e.kind() {
+                io::ErrorKind::AddrInUse => ListenError::UnixInUse(spec.text.clone()),
+                io::ErrorKind::AlreadyExists => ListenError::NotASocket(spec.text.clone()),
+                _ => ListenError::Io(spec.text.clone(), e),
+            })?;
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io_err)?;
+            socket.bind(&SockAddr::unix(path).map_err(io_err)?).map_err(io_err)?;
+            if let Some(mode) = opts.socket_mode {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(io_err)?;
+            }
+            socket.listen(backlog(opts)).map_err(io_err)?;
+            (socket, path.display().to_string(), Some(path.clone()))
+        }
+        ListenAddr::UnixAbstract(abstract_name) => {
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io_err)?;
+            let addr = SockAddr::unix(format!("\0{abstract_name}")).map_err(io_err)?;
+            socket.bind(&addr).map_err(io_err)?;
+            socket.listen(backlog(opts)).map_err(io_err)?;
+            (socket, format!("@{abstract_name}"), None)
+        }
+    };
+    let fd = OwnedFd::from(socket);
+    let local = describe(&fd).map_err(io_err)?;
+    Ok(Listener { fd, passed: PassedSocket { name, address }, local, created_file })
+}
+
+/// `[::]:PORT` with IPV6_V6ONLY off takes IPv4 too; a host without IPv6 gets `0.0.0.0:PORT`.
+fn any_host(port: u16) -> SocketAddr {
+    match Socket::new(Domain::IPV6, Type::STREAM, None) {
+        Ok(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+        Err(_) => SocketAddr::from(([0, 0, 0, 0], port)),
+    }
+}
+
+fn resolve(host: &Host, port: u16, spec: &ListenSpec) -> Result<SocketAddr, ListenError> {
+    match host {
+        Host::Any => Ok(any_host(port)),
+        Host::Ip(ip) => Ok(SocketAddr::new(*ip, port)),
+        // Resolved once, at start, before the runtime exists.
+        Host::Name(name) => (name.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| ListenError::Resolve(spec.text.clone(), e.to_string()))?
+            .next()
+            .ok_or_else(|| ListenError::Resolve(spec.text.clone(), "no address".into())),
+    }
+}
+
+fn inet_socket(addr: &SocketAddr, ty: Type, opts: SocketOptions) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(*addr), ty, None)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&(*addr).into())?;
+    if ty == Type::STREAM {
+        socket.listen(backlog(opts))?;
+    }
+    Ok(socket)
+}
+
+fn backlog(opts: SocketOptions) -> i32 {
+    // The kernel caps the backlog at net.core.somaxconn; the queue is what
+    // holds connections while no generation is accepting.
+    opts.backlog.unwrap_or(i32::MAX)
+}
+
+/// A socket file nobody accepts on is left over from a crash: remove it.
+/// One a server still accepts on is someone else's: `AddrInUse`. Anything
+/// else at that path: `AlreadyExists`.
+pub fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    if !meta.file_type().is_socket() {
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::ErrorKind::AddrInUse.into()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// The bound address of a socket, as a user would write it.
+fn describe(fd: &OwnedFd) -> io::Result<String> {
+    let socket = socket2::SockRef::from(fd);
+    let addr = socket.local_addr()?;
+    let udp = socket.r#type()? == Type::DGRAM;
+    let scheme = if udp { "udp://" } else { "" };
+    if let Some(inet) = addr.as_socket() {
+        return Ok(format!("{scheme}{inet}"));
+    }
+    if let Some(path) = addr.as_pathname() {
+        return Ok(path.display().to_string());
+    }
+    if let Some(name) = addr.as_abstract_namespace() {
+        return Ok(format!("@{}", String::from_utf8_lossy(name)));
+    }
+    Ok(format!("fd {}", fd.as_raw_fd()))
+}

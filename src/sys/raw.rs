@@ -1,0 +1,228 @@
+//! Every `unsafe` block in hotswap, and nothing else.
+//!
+//! Inventory:
+//! 1. `ExecPlan`'s `Send`/`Sync`: its raw pointers point into its own buffers.
+//! 2. `ExecPlan::spawn`: `Command::pre_exec`, whose closure runs between fork
+//!    and exec and calls only async-signal-safe functions (`fcntl`, `signal`,
+//!    `getpid`, `execve`): no allocation, no formatting, no logging, no locks.
+//! 3. `adopt_fd`: takes ownership of an fd systemd passed us.
+//! 4. `move_fd`: `dup3` onto a chosen fd number.
+//! 5. `cloexec_from`: `close_range(CLOSE_RANGE_CLOEXEC)`, or `fcntl` per fd.
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use libc::c_char;
+
+/// Signals whose disposition hotswap changes (tokio installs handlers for
+/// them; Rust ignores SIGPIPE). Handlers revert to default at exec by
+/// themselves; resetting them first closes the window in which a signal
+/// aimed at the new child would run hotswap's handler instead.
+const HANDLED_SIGNALS: [i32; 9] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCHLD,
+    libc::SIGPIPE,
+];
+
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
+
+/// Everything a child needs, prepared before fork so that nothing is
+/// allocated after it.
+pub struct ExecPlan {
+    path: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const c_char>,
+    _env: Vec<CString>,
+    /// `LISTEN_PID=` followed by room for the digits and a NUL, filled in by the child.
+    listen_pid: [u8; 32],
+    /// The last slot before the terminating null is the `LISTEN_PID=` entry.
+    envp: Vec<*const c_char>,
+    /// Fds the child keeps: their close-on-exec flag is cleared after fork.
+    keep_fds: Vec<RawFd>,
+    cwd: Option<PathBuf>,
+}
+
+// SAFETY: the raw pointers point into heap buffers owned by the same
+// ExecPlan (CStrings, whose buffers do not move when the Vecs do) or are
+// re-derived in the child. The plan is moved into the pre_exec closure and
+// only ever touched in the forked child, which has a single thread.
+unsafe impl Send for ExecPlan {}
+// SAFETY: as above; the parent never reads or writes the plan once it is in the closure.
+unsafe impl Sync for ExecPlan {}
+
+impl ExecPlan {
+    /// `path` is the resolved program, `env` everything but `LISTEN_PID`.
+    pub fn new(
+        path: &Path,
+        argv: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+        keep_fds: Vec<RawFd>,
+        cwd: Option<PathBuf>,
+    ) -> io::Result<Self> {
+        let cstr = |bytes: Vec<u8>| {
+            CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        };
+        let path = cstr(path.as_os_str().to_owned().into_vec())?;
+        let argv = argv.into_iter().map(|a| cstr(a.into_vec())).collect::<io::Result<Vec<_>>>()?;
+        let env = env
+            .into_iter()
+            .map(|(k, v)| {
+                let mut entry = k.into_vec();
+                entry.push(b'=');
+                entry.extend(v.into_vec());
+                cstr(entry)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut envp: Vec<*const c_char> = env.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null()); // the LISTEN_PID slot, set in the child
+        envp.push(std::ptr::null());
+        let mut listen_pid = [0u8; 32];
+        listen_pid[..LISTEN_PID.len()].copy_from_slice(LISTEN_PID);
+        Ok(ExecPlan { path, _argv: argv, argv_ptrs, _env: env, listen_pid, envp, keep_fds, cwd })
+    }
+
+    /// Forks and execs the child in its own process group, stdin from
+    /// /dev/null, stdout and stderr shared with hotswap. Returns its pid;
+    /// an exec failure comes back as the exec's errno.
+    pub fn spawn(self) -> io::Result<u32> {
+        let mut plan = self;
+        let mut command =
+            Command::new(Path::new(std::ffi::OsStr::from_bytes(plan.path.as_bytes())));
+        command.stdin(Stdio::null()).process_group(0);
+        if let Some(dir) = &plan.cwd {
+            command.current_dir(dir);
+        }
+        // SAFETY: std runs this closure in the child between fork and exec
+        // (after resetting the signal mask, setting the process group and
+        // the stdio fds). It makes only async-signal-safe calls on memory the
+        // closure owns: fcntl, signal, getpid, execve; the digit loop and the
+        // slice writes do not allocate. If execve returns, its errno goes
+        // back to the parent through std's close-on-exec pipe; listeners sit
+        // at fds 3.. permanently, so that pipe can never be among keep_fds.
+        unsafe {
+            command.pre_exec(move || {
+                // Use the plan as a whole: closures capture fields one by one otherwise.
+                let plan = &mut plan;
+                for &fd in &plan.keep_fds {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                for sig in HANDLED_SIGNALS {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+                let digits_at = LISTEN_PID.len();
+                let len = write_decimal(&mut plan.listen_pid[digits_at..], libc::getpid() as u32);
+                plan.listen_pid[digits_at + len] = 0;
+                let slot = plan.envp.len() - 2;
+                plan.envp[slot] = plan.listen_pid.as_ptr().cast();
+                libc::execve(plan.path.as_ptr(), plan.argv_ptrs.as_ptr(), plan.envp.as_ptr());
+                Err(io::Error::last_os_error())
+            });
+        }
+        let child = command.spawn()?;
+        // hotswap reaps every child itself (waitpid(-1)); std's Child neither waits nor kills on drop.
+        Ok(child.id())
+    }
+}
+
+/// Writes `n` in decimal at the start of `buf`; returns the length. No allocation.
+fn write_decimal(buf: &mut [u8], mut n: u32) -> usize {
+    let mut tmp = [0u8; 10];
+    let mut len = 0;
+    loop {
+        tmp[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[i] = tmp[len - 1 - i];
+    }
+    len
+}
+
+/// Takes ownership of `fd`, which systemd passed to hotswap.
+pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the fd table; it fails with EBADF for a closed fd.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd is open, and by the LISTEN_FDS protocol nothing else in
+    // this process owns it; it is adopted once, at start, before any other code runs.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Moves `fd` to the number `target` (close-on-exec), closing whatever stray
+/// fd was there; returns the fd at `target`.
+pub fn move_fd(fd: OwnedFd, target: RawFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() == target {
+        return Ok(fd);
+    }
+    // SAFETY: both numbers are valid fd numbers; dup3 atomically replaces
+    // `target`, which at start holds nothing or a stray inherited fd that no
+    // Rust object owns.
+    if unsafe { libc::dup3(fd.as_raw_fd(), target, libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: dup3 succeeded, so `target` is open and owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(target) })
+}
+
+/// Marks every fd from `first` up close-on-exec, so fds hotswap inherited
+/// (shells and CI runners leak some) never reach a child.
+pub fn cloexec_from(first: RawFd) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on open fds.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: one fcntl per open fd.
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Some(fd) = entry?.file_name().to_str().and_then(|n| n.parse::<RawFd>().ok()) else {
+            continue;
+        };
+        if fd >= first {
+            // SAFETY: F_SETFD only sets a flag; EBADF (the directory's own fd, closed by now) is harmless.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_digits_without_allocation() {
+        let mut buf = [0u8; 10];
+        for (n, s) in [(0, "0"), (7, "7"), (4194304, "4194304"), (u32::MAX, "4294967295")] {
+            let len = write_decimal(&mut buf, n);
+            assert_eq!(&buf[..len], s.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Starting one child: resolve the program, build its environment and fd
+//! plan, fork and exec (the post-fork part lives in `raw`).
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{AccessFlags, access};
+use thiserror::Error;
+
+use super::raw::ExecPlan;
+use crate::core::ExitStatus;
+use crate::protocol::activation::{ChildEnv, FIRST_FD, PassedSocket};
+
+/// Why a program could not be started, with the shell's exit status for it.
+#[derive(Debug, Error)]
+pub enum SpawnError {
+    #[error("command not found: {0}")]
+    NotFound(String),
+    #[error("not executable: {0}")]
+    NotExecutable(String),
+    #[error("cannot execute {0}: {1}")]
+    Exec(String, io::Error),
+}
+
+impl SpawnError {
+    /// 127 not found, 126 found but not executable: as the shell reports it.
+    pub fn status(&self) -> ExitStatus {
+        match self {
+            SpawnError::NotFound(_) => ExitStatus::Exited(127),
+            SpawnError::Exec(_, e) if e.kind() == io::ErrorKind::NotFound => {
+                ExitStatus::Exited(127)
+            }
+            _ => ExitStatus::Exited(126),
+        }
+    }
+}
+
+/// The program the way `execvp` would find it, checked for execute permission.
+pub fn resolve_program(program: &OsStr, cwd: Option<&Path>) -> Result<PathBuf, SpawnError> {
+    let shown = || program.to_string_lossy().into_owned();
+    let executable = |p: &Path| access(p, AccessFlags::X_OK).is_ok() && p.is_file();
+    if program.as_bytes().contains(&b'/') {
+        let path = PathBuf::from(program);
+        let full = match cwd {
+            Some(dir) if path.is_relative() => dir.join(&path),
+            _ => path.clone(),
+        };
+        if !full.exists() {
+            return Err(SpawnError::NotFound(shown()));
+        }
+        return if executable(&full) { Ok(path) } else { Err(SpawnError::NotExecutable(shown())) };
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut found_not_executable = false;
+    for dir in std::env::split_paths(&search) {
+        let candidate = dir.join(program);
+        if executable(&candidate) {
+            return Ok(candidate);
+        }
+        found_not_executable |= candidate.is_file();
+    }
+    if found_not_executable {
+        Err(SpawnError::NotExecutable(shown()))
+    } else {
+        Err(SpawnError::NotFound(shown()))
+    }
+}
+
+/// What every generation's children share.
+pub struct Spawner {
+    pub command: Vec<OsString>,
+    /// Resolved anew for every child, so a swapped `current` symlink is followed.
+    pub cwd: Option<PathBuf>,
+    pub sockets: Vec<PassedSocket>,
+}
+
+impl Spawner {
+    /// Starts one child with the sockets at fds 3.., `extra_env` and the
+    /// `extra_fds` it names. Returns its pid (also its process group id).
+    pub fn spawn(
+        &self,
+        generation: u64,
+        instance: u32,
+        extra_env: Vec<(String, String)>,
+        extra_fds: &[RawFd],
+    ) -> Result<u32, SpawnError> {
+        let program = &self.command[0];
+        let path = resolve_program(program, self.cwd.as_deref())?;
+        let env = ChildEnv { sockets: &self.sockets, generation, instance, extra: extra_env };
+        let env = env.build(std::env::vars_os());
+        let mut keep_fds: Vec<RawFd> =
+            (0..self.sockets.len() as RawFd).map(|i| FIRST_FD + i).collect();
+        keep_fds.extend_from_slice(extra_fds);
+        let shown = || program.to_string_lossy().into_owned();
+        let plan = ExecPlan::new(&path, self.command.clone(), env, keep_fds, self.cwd.clone())
+            .map_err(|e| SpawnError::Exec(shown(), e))?;
+        plan.spawn().map_err(|e| SpawnError::Exec(shown(), e))
+    }
+}

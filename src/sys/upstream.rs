@@ -1,0 +1,40 @@
+//! Messages to systemd above hotswap, on the `NOTIFY_SOCKET` hotswap was given.
+//! Own code rather than the sd-notify crate: that one cannot reach
+//! `@abstract` sockets (research/crates.md §5).
+
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+pub struct UpstreamSocket {
+    socket: UnixDatagram,
+    addr: SocketAddr,
+}
+
+impl UpstreamSocket {
+    /// From the value of hotswap's own `NOTIFY_SOCKET`: `/path` or `@abstract`.
+    pub fn open(value: &str) -> io::Result<Self> {
+        let addr = match value.strip_prefix('@') {
+            Some(name) => SocketAddr::from_abstract_name(name.as_bytes())?,
+            None if value.starts_with('/') => SocketAddr::from_pathname(value)?,
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("NOTIFY_SOCKET={value:?}"),
+                ));
+            }
+        };
+        Ok(UpstreamSocket { socket: UnixDatagram::unbound()?, addr })
+    }
+
+    pub fn send(&self, message: &str) -> io::Result<()> {
+        self.socket.send_to_addr(message.as_bytes(), &self.addr).map(drop)
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds, for `MONOTONIC_USEC`.
+pub fn monotonic_usec() -> u128 {
+    let now =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    now.tv_sec() as u128 * 1_000_000 + now.tv_nsec() as u128 / 1_000
+}
