@@ -76,8 +76,14 @@ pub async fn serve(
 ) {
     let own_uid = nix::unistd::geteuid().as_raw();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        tokio::spawn(serve_one(stream, own_uid, requests.clone()));
+        match listener.accept().await {
+            Ok((stream, _)) => drop(tokio::spawn(serve_one(stream, own_uid, requests.clone()))),
+            Err(e) => {
+                // Out of fds, say: back off rather than spin; requests wait in the backlog.
+                tracing::warn!("control socket: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
