@@ -18,6 +18,8 @@ use crate::sys::upstream::UpstreamSocket;
 /// Anything that stops hotswap from starting: bad input, exit code 2.
 #[derive(Debug, Error)]
 pub enum StartError {
+    #[error("missing command: put it after --, as in: hotswap --listen :8080 -- ./server")]
+    NoCommand,
     #[error(transparent)]
     Command(#[from] SpawnError),
     #[error("--chdir {0}: not a directory")]
@@ -52,7 +54,7 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
         Some(dir) => Some(dir.clone()),
         None => pwd(),
     };
-    let program = &args.command[0];
+    let Some(program) = args.command.first() else { return Err(StartError::NoCommand) };
     resolve_program(program, cwd.as_deref())?;
     let name = match args.name {
         Some(name) => name,

@@ -339,7 +339,7 @@ impl Supervisor {
                     self.report(generation, Notice::Started { generation, pids });
                 }
             }
-            Some(Phase::Serving) => {}
+            Some(Phase::Serving) => self.log(Notice::Restarted { generation, instance, pid }),
             // Its generation ended while the spawn was under way.
             Some(Phase::Retiring { .. }) | None => self.retire_child(now, pid),
         }

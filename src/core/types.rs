@@ -179,6 +179,7 @@ pub enum Notice {
     Failed { generation: GenId, reason: FailReason },
     ChildExited { generation: GenId, instance: u32, pid: Pid, status: ExitStatus },
     Restarting { generation: GenId, instance: u32, after: Duration },
+    Restarted { generation: GenId, instance: u32, pid: Pid },
     Killing { generation: GenId, pid: Pid, after: Duration },
     Stopping { pids: Vec<Pid> },
 }
@@ -214,7 +215,11 @@ impl fmt::Display for Notice {
                 "gen {generation} pid {pid} still running after {}: SIGKILL to its process group",
                 fmt_duration(*after)
             ),
+            Notice::Stopping { pids } if pids.is_empty() => write!(f, "stopping"),
             Notice::Stopping { pids } => write!(f, "stopping (pids {})", fmt_pids(pids)),
+            Notice::Restarted { generation, instance, pid } => {
+                write!(f, "gen {generation} instance {instance} restarted (pid {pid})")
+            }
         }
     }
 }

@@ -53,12 +53,28 @@ pub struct Listener {
 
 /// Adopts what systemd passed (`inherited`, at fds 3..), marks every other
 /// inherited fd close-on-exec, then binds `specs` at the following fd numbers.
+/// On failure, socket files already created are removed: hotswap will not start.
 pub fn open_all(
     inherited: &Inherited,
     specs: &[ListenSpec],
     opts: SocketOptions,
 ) -> Result<Vec<Listener>, ListenError> {
     let mut listeners = Vec::new();
+    let opened = open_into(&mut listeners, inherited, specs, opts);
+    if opened.is_err() {
+        for file in listeners.iter().filter_map(|l| l.created_file.as_ref()) {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    opened.map(|()| listeners)
+}
+
+fn open_into(
+    listeners: &mut Vec<Listener>,
+    inherited: &Inherited,
+    specs: &[ListenSpec],
+    opts: SocketOptions,
+) -> Result<(), ListenError> {
     for (i, name) in inherited.names.iter().enumerate() {
         let fd = FIRST_FD + i as i32;
         let owned = raw::adopt_fd(fd).map_err(|e| ListenError::Inherited(fd, e))?;
@@ -74,15 +90,14 @@ pub fn open_all(
     raw::cloexec_from(first_free).map_err(|e| ListenError::Io("close-on-exec sweep".into(), e))?;
     for spec in specs {
         let target = FIRST_FD + listeners.len() as i32;
-        let mut listener = bind(spec, opts)?;
-        listener.fd =
-            raw::move_fd(listener.fd, target).map_err(|e| ListenError::Io(spec.text.clone(), e))?;
-        listeners.push(listener);
+        listeners.push(bind(spec, opts)?);
+        let pinned = &mut listeners.last_mut().expect("just pushed").fd;
+        raw::pin_fd(pinned, target).map_err(|e| ListenError::Io(spec.text.clone(), e))?;
     }
-    for listener in &listeners {
+    for listener in listeners.iter() {
         set_blocking(&listener.fd).map_err(|e| ListenError::Io(listener.local.clone(), e))?;
     }
-    Ok(listeners)
+    Ok(())
 }
 
 /// Sockets are passed blocking, as systemd passes them, and set so once:

@@ -6,7 +6,7 @@
 //!    and exec and calls only async-signal-safe functions (`fcntl`, `signal`,
 //!    `getpid`, `execve`): no allocation, no formatting, no logging, no locks.
 //! 3. `adopt_fd`: takes ownership of an fd systemd passed us.
-//! 4. `move_fd`: `dup3` onto a chosen fd number.
+//! 4. `pin_fd`: `dup3` onto a chosen fd number.
 //! 5. `cloexec_from`: `close_range(CLOSE_RANGE_CLOEXEC)`, or `fcntl` per fd.
 #![allow(unsafe_code)]
 
@@ -170,10 +170,10 @@ pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
 }
 
 /// Moves `fd` to the number `target` (close-on-exec), closing whatever stray
-/// fd was there; returns the fd at `target`.
-pub fn move_fd(fd: OwnedFd, target: RawFd) -> io::Result<OwnedFd> {
+/// fd was there and the fd's old number.
+pub fn pin_fd(fd: &mut OwnedFd, target: RawFd) -> io::Result<()> {
     if fd.as_raw_fd() == target {
-        return Ok(fd);
+        return Ok(());
     }
     // SAFETY: both numbers are valid fd numbers; dup3 atomically replaces
     // `target`, which at start holds nothing or a stray inherited fd that no
@@ -181,8 +181,10 @@ pub fn move_fd(fd: OwnedFd, target: RawFd) -> io::Result<OwnedFd> {
     if unsafe { libc::dup3(fd.as_raw_fd(), target, libc::O_CLOEXEC) } == -1 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: dup3 succeeded, so `target` is open and owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(target) })
+    // SAFETY: dup3 succeeded, so `target` is open and owned by nothing else;
+    // the old OwnedFd is dropped (closed) by the assignment.
+    *fd = unsafe { OwnedFd::from_raw_fd(target) };
+    Ok(())
 }
 
 /// Marks every fd from `first` up close-on-exec, so fds hotswap inherited

@@ -1,0 +1,182 @@
+//! Bad input (DESIGN.md §1): exit code 2, one clear line on stderr naming the culprit (clap's
+//! "try --help" hint may follow), and nothing started — no `started` line, no process left.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+
+use support::{free_port, path_str, run_hotswap};
+
+/// One invocation that must be refused, with its own temp dir and a marker in its environment
+/// that every process it might have started would inherit.
+struct Refusal {
+    dir: tempfile::TempDir,
+    marker: String,
+}
+
+impl Refusal {
+    fn new() -> Refusal {
+        let dir = tempfile::tempdir().expect("create tempdir");
+        let marker = format!("{}-{}", std::process::id(), path_str(dir.path()));
+        Refusal { dir, marker }
+    }
+
+    fn dir(&self) -> String {
+        path_str(self.dir.path())
+    }
+
+    /// Runs `hotswap --control DIR/ctl.sock ARGS` (`{dir}` replaced) to its end.
+    fn run(&self, args: &[&str]) -> Output {
+        let control = format!("{}/ctl.sock", self.dir());
+        let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &self.dir())).collect();
+        let mut full = vec!["--control", control.as_str()];
+        full.extend(args.iter().map(String::as_str));
+        let dir = self.dir();
+        run_hotswap(&full, &[("XDG_RUNTIME_DIR", &dir), ("BAD_INPUT_MARKER", &self.marker)])
+    }
+
+    /// Asserts exit code 2, a first stderr line containing every one of `culprit`, nothing on
+    /// stderr but that line and clap's hint, and that no child was started or left running.
+    fn assert_refused(&self, out: &Output, culprit: &[&str]) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "exit status {}; stderr:\n{stderr}", out.status);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let first = lines.first().unwrap_or_else(|| panic!("nothing on stderr"));
+        for needle in culprit {
+            assert!(
+                first.to_lowercase().contains(&needle.to_lowercase()),
+                "first stderr line {first:?} does not name {needle:?}"
+            );
+        }
+        for extra in &lines[1..] {
+            assert!(
+                extra.contains("--help") || extra.starts_with("Usage:"),
+                "more than one line of error on stderr: {extra:?}\nwhole stderr:\n{stderr}"
+            );
+        }
+        assert!(!stderr.contains(" started "), "a generation was started:\n{stderr}");
+        let left = pids_with_env("BAD_INPUT_MARKER", &self.marker);
+        assert!(left.is_empty(), "processes left running after a refused start: {left:?}");
+        let control = self.dir.path().join("ctl.sock");
+        assert!(!control.exists(), "control socket {} left behind", control.display());
+    }
+}
+
+/// Pids (other than ours) whose environment contains `key=value`.
+fn pids_with_env(key: &str, value: &str) -> Vec<i32> {
+    let needle = format!("{key}={value}").into_bytes();
+    support::all_processes()
+        .into_iter()
+        .filter(|p| p.pid != std::process::id() as i32 && !matches!(p.state, 'Z' | 'X'))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{}/environ", p.pid))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_slice()))
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
+#[test]
+fn an_unparsable_address_is_named() {
+    let r = Refusal::new();
+    let out = r.run(&["--listen", "nonsense", "--", "sleep", "30"]);
+    r.assert_refused(&out, &["nonsense"]);
+}
+
+#[test]
+fn a_port_out_of_range_is_named() {
+    let r = Refusal::new();
+    let out = r.run(&["--listen", "127.0.0.1:70000", "--", "sleep", "30"]);
+    r.assert_refused(&out, &["127.0.0.1:70000", "port out of range"]);
+}
+
+#[test]
+fn an_address_in_use_is_named() {
+    let held = TcpListener::bind("127.0.0.1:0").expect("bind a listener to hold");
+    let addr = held.local_addr().unwrap();
+    let r = Refusal::new();
+    let out = r.run(&["--listen", &addr.to_string(), "--", "sleep", "30"]);
+    r.assert_refused(&out, &["address in use", &addr.to_string()]);
+    // The holder is untouched: it still takes connections.
+    std::net::TcpStream::connect(addr).expect("the held listener still accepts");
+}
+
+#[test]
+fn a_failed_start_removes_the_unix_socket_it_created() {
+    // The unix socket is bound first; the second address then fails. The file created for the
+    // first must not be left behind (DESIGN.md §1: removed at exit).
+    let held = TcpListener::bind("127.0.0.1:0").expect("bind a listener to hold");
+    let addr = held.local_addr().unwrap();
+    let r = Refusal::new();
+    let out = r.run(&["-l", "unix:{dir}/app.sock", "-l", &addr.to_string(), "--", "sleep", "30"]);
+    r.assert_refused(&out, &["address in use", &addr.to_string()]);
+    let file = r.dir.path().join("app.sock");
+    assert!(!file.exists(), "{} left behind by a start that failed", file.display());
+}
+
+#[test]
+fn a_missing_command_is_refused() {
+    let port = free_port();
+    let r = Refusal::new();
+    let out = r.run(&["-l", &port.to_string()]);
+    r.assert_refused(&out, &["command"]);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert!(support::port_is_closed(addr), "port {port} is open after a refused start");
+}
+
+#[test]
+fn a_command_not_found_is_named() {
+    let r = Refusal::new();
+    let out = r.run(&["-l", "127.0.0.1:0", "--", "no-such-cmd-xyz", "arg"]);
+    r.assert_refused(&out, &["command not found: no-such-cmd-xyz"]);
+}
+
+#[test]
+fn a_command_that_is_not_executable_is_named() {
+    let r = Refusal::new();
+    let script = r.dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\nsleep 30\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let script = path_str(&script);
+    let out = r.run(&["-l", "127.0.0.1:0", "--", &script]);
+    r.assert_refused(&out, &["not executable", &script]);
+}
+
+#[test]
+fn a_duration_without_unit_is_named() {
+    let r = Refusal::new();
+    let out = r.run(&["--drain-timeout", "30", "-l", "127.0.0.1:0", "--", "sleep", "30"]);
+    r.assert_refused(&out, &["--drain-timeout", "30"]);
+}
+
+#[test]
+fn an_unknown_signal_is_named() {
+    let r = Refusal::new();
+    let out = r.run(&["--stop-signal", "NOPE", "-l", "127.0.0.1:0", "--", "sleep", "30"]);
+    r.assert_refused(&out, &["--stop-signal", "NOPE"]);
+}
+
+#[test]
+fn a_valid_command_line_does_start() {
+    // The control case for the marker check above: the same kind of invocation, valid, does start
+    // a child carrying the marker (so "no process left" above is not vacuous). `--restart never`
+    // with a child that exits 5: hotswap ends with 5.
+    let r = Refusal::new();
+    let out = r.run(&[
+        "-l",
+        "127.0.0.1:0",
+        "--ready",
+        "delay:10ms",
+        "--restart",
+        "never",
+        "--",
+        "sh",
+        "-c",
+        "tr '\\0' '\\n' < /proc/$$/environ | grep -q \"^BAD_INPUT_MARKER=$BAD_INPUT_MARKER$\" && exit 5",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gen 1 started"), "no child was started:\n{stderr}");
+    assert_eq!(out.status.code(), Some(5), "the child did not see the marker; stderr:\n{stderr}");
+}
