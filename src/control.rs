@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::protocol::control::{PERMISSION_DENIED, Reply, Request};
@@ -37,6 +37,10 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A request is one short JSON line, sent at once.
+const MAX_REQUEST: u64 = 64 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request from a control client, with where to send the reply lines.
 pub struct ControlRequest {
@@ -93,14 +97,21 @@ async fn serve_one(
     requests: mpsc::UnboundedSender<ControlRequest>,
 ) {
     let (read, mut write) = stream.into_split();
-    let peer = getsockopt(&write.as_ref(), sockopt::PeerCredentials);
-    let allowed = peer.as_ref().is_ok_and(|c| c.uid() == 0 || c.uid() == own_uid);
     let send = |reply: &Reply| {
         let mut line = serde_json::to_string(reply).expect("replies serialize");
         line.push('\n');
         line
     };
-    if !allowed {
+    // Read the request before judging it, so a refused client reads our
+    // answer instead of meeting a closed socket when it writes.
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
+    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) | Err(_) => return,
+    }
+    let peer = getsockopt(&write.as_ref(), sockopt::PeerCredentials);
+    if !peer.as_ref().is_ok_and(|c| c.uid() == 0 || c.uid() == own_uid) {
         let who = peer
             .map(|c| format!("uid {} pid {}", c.uid(), c.pid()))
             .unwrap_or_else(|e| e.to_string());
@@ -108,10 +119,6 @@ async fn serve_one(
         let _ = write
             .write_all(send(&Reply::Error { error: PERMISSION_DENIED.into() }).as_bytes())
             .await;
-        return;
-    }
-    let mut line = String::new();
-    if tokio::io::BufReader::new(read).read_line(&mut line).await.is_err() {
         return;
     }
     let request = match serde_json::from_str::<Request>(&line) {
@@ -169,7 +176,8 @@ pub fn request(
     let mut stream = UnixStream::connect(path).map_err(unreachable)?;
     let mut line = serde_json::to_string(request).expect("requests serialize");
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(unreachable)?;
+    // A refusing server may already have answered and closed: read its answer anyway.
+    let written = stream.write_all(line.as_bytes());
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut reader = BufReader::new(stream.try_clone().map_err(unreachable)?);
     loop {
@@ -182,7 +190,12 @@ pub fn request(
         }
         let mut line = String::new();
         match reader.read_line(&mut line) {
-            Ok(0) => return Err(ClientError::Protocol("hotswap closed the connection".into())),
+            Ok(0) => {
+                return Err(match written {
+                    Err(e) => unreachable(e),
+                    Ok(()) => ClientError::Protocol("hotswap closed the connection".into()),
+                });
+            }
             Ok(_) => {}
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Err(ClientError::Timeout(timeout.expect("only a timeout times out")));
