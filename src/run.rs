@@ -1,6 +1,7 @@
 //! Run mode: validate, take the sockets, claim the control socket, then
 //! hand everything to the driver; clean up what was created on the way out.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -42,7 +43,7 @@ pub fn run(args: RunArgs) -> i32 {
     match start(args, &mut cleanup) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hotswap: {e}");
+            let _ = writeln!(std::io::stderr(), "hotswap: {e}");
             2
         }
     }

@@ -7,6 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -208,4 +209,54 @@ fn an_orphaned_grandchild_is_reaped() {
         proc_stat(orphan).is_none().then_some(())
     });
     assert!(zombies_of(hs.pid()).is_empty(), "zombies under hotswap: {:?}", zombies_of(hs.pid()));
+}
+
+/// Kills a process group started outside `Hotswap` (and the given pids) if the test fails.
+struct GroupGuard(Vec<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn a_closed_stderr_does_not_stop_hotswap_or_orphan_its_children() {
+    // `hotswap … | logger` where logger died: every later log line meets EPIPE.
+    let dir = tempfile::tempdir().unwrap();
+    let control = path_str(&dir.path().join("ctl.sock"));
+    let server = path_str(&example_bin("server"));
+    let mut hotswap = std::process::Command::new(support::hotswap_bin())
+        .args(["--control", &control, "--listen", "127.0.0.1:0", "--", &server])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut guard = GroupGuard(vec![hotswap.id() as i32]);
+    drop(hotswap.stderr.take()); // the reader is gone
+    // The pid of the only child once `generation` serves alone.
+    let serving = |generation: u64| {
+        let out = run_hotswap(&["status", "--control", &control, "--json"], &[]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let children = json["children"].as_array()?;
+        let pid = children.first()?["pid"].as_i64()? as i32;
+        (json["generation"].as_u64() == Some(generation) && children.len() == 1).then_some(pid)
+    };
+    let first = wait_until("gen 1 serving", STARTUP, || serving(1));
+    guard.0.push(first);
+
+    let reload = run_hotswap(&["reload", "--control", &control, "--wait"], &[]);
+    assert_eq!(reload.status.code(), Some(0), "reload with stderr closed: {reload:?}");
+    let second = wait_until("gen 2 serving alone", STARTUP, || serving(2));
+    guard.0.push(second);
+    assert!(!pid_alive(first), "gen 1's child {first} drained and gone");
+    kill(Pid::from_raw(hotswap.id() as i32), Signal::SIGTERM).unwrap();
+    let exit = wait_until("hotswap to exit", STARTUP, || hotswap.try_wait().unwrap());
+    assert_eq!(exit.code(), Some(0), "a clean stop, not a panic (101)");
+    assert!(!pid_alive(second), "gen 2's child {second} outlived hotswap");
 }
