@@ -142,12 +142,17 @@ pub struct LoadReport {
     pub generation_seen: BTreeMap<u64, (Duration, Duration)>,
     /// Latency of every ok request (including an idle-close retry), sorted ascending.
     pub latencies: Vec<Duration>,
+    /// Every ok request as (start, latency), the start measured from the start of the run,
+    /// sorted by start: for latency quantiles inside a time window ([`Self::latency_quantile_in`]).
+    pub ok_requests: Vec<(Duration, Duration)>,
     /// Outcomes per [`BUCKET`] since the start, by completion time.
     pub timeline: Vec<Bucket>,
     /// The first few failures of each kind, as `+1.234s reset: read: Connection reset by peer`.
     pub samples: Vec<String>,
     /// Wall time of the whole run.
     pub elapsed: Duration,
+    /// When the run started: the zero of `timeline`, `ok_requests` and `generation_seen`.
+    pub started_at: Option<Instant>,
 }
 
 impl LoadReport {
@@ -189,6 +194,29 @@ impl LoadReport {
         }
         let rank = (q.clamp(0.0, 1.0) * (self.latencies.len() - 1) as f64).round() as usize;
         self.latencies[rank]
+    }
+
+    /// Latency quantile `q` of the ok requests that were in flight at some moment of one of
+    /// `windows` (`(from, to)`, measured from the start of the run); None if there were none.
+    pub fn latency_quantile_in(
+        &self,
+        q: f64,
+        windows: &[(Duration, Duration)],
+    ) -> Option<Duration> {
+        let mut inside: Vec<Duration> = self
+            .ok_requests
+            .iter()
+            .filter(|(start, lat)| {
+                windows.iter().any(|(from, to)| *start <= *to && *start + *lat >= *from)
+            })
+            .map(|(_, lat)| *lat)
+            .collect();
+        if inside.is_empty() {
+            return None;
+        }
+        inside.sort_unstable();
+        let rank = (q.clamp(0.0, 1.0) * (inside.len() - 1) as f64).round() as usize;
+        Some(inside[rank])
     }
 
     /// Median latency of ok requests.
@@ -242,8 +270,8 @@ impl LoadReport {
     }
 
     /// Sums the workers' tallies into one report.
-    fn merge(tallies: Vec<Tally>, elapsed: Duration) -> LoadReport {
-        let mut all = LoadReport { elapsed, ..LoadReport::default() };
+    fn merge(tallies: Vec<Tally>, start: Instant, elapsed: Duration) -> LoadReport {
+        let mut all = LoadReport { elapsed, started_at: Some(start), ..LoadReport::default() };
         let mut samples = Vec::new();
         for Tally { report: r, samples: s, .. } in tallies {
             all.ok += r.ok;
@@ -266,6 +294,7 @@ impl LoadReport {
                 e.1 = e.1.max(last);
             }
             all.latencies.extend(r.latencies);
+            all.ok_requests.extend(r.ok_requests);
             if all.timeline.len() < r.timeline.len() {
                 all.timeline.resize(r.timeline.len(), Bucket::default());
             }
@@ -276,6 +305,7 @@ impl LoadReport {
             samples.extend(s);
         }
         all.latencies.sort_unstable();
+        all.ok_requests.sort_unstable();
         let mut order: Vec<_> =
             all.generation_seen.iter().map(|(g, (first, _))| (*first, *g)).collect();
         order.sort();
@@ -348,7 +378,7 @@ pub async fn run_with_progress(
     if let Some(w) = watcher {
         w.abort();
     }
-    LoadReport::merge(tallies, start.elapsed())
+    LoadReport::merge(tallies, start, start.elapsed())
 }
 
 /// [`run`] on a runtime of its own (two worker threads), blocking until done.
@@ -481,6 +511,7 @@ impl Tally {
                 r.ok += 1;
                 r.timeline[bucket].ok += 1;
                 r.latencies.push(now - began);
+                r.ok_requests.push((began.saturating_duration_since(self.start), now - began));
                 match head.generation {
                     Some(g) => {
                         *r.by_generation.entry(g).or_default() += 1;
