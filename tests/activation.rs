@@ -427,3 +427,38 @@ fn inherited_sockets_come_first_then_listen_ones() {
     hs.wait_for_stderr(&format!("fd 3: 127.0.0.1:{port} (web)"), STARTUP);
     hs.wait_for_stderr(&format!("fd 4: {dir}/admin.sock (admin)"), STARTUP);
 }
+
+#[test]
+fn a_hotswap_started_with_signals_blocked_still_hears_them_and_its_children_start_clean() {
+    // A parent that blocks signals hands its mask down through exec (std's Command keeps it
+    // too). hotswap must still hear HUP and TERM, and its children must start unblocked.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = path_str(&example_bin("server"));
+    let hotswap = path_str(&hotswap_bin());
+    let block_then_exec = "import os, signal, sys\n\
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGUSR1})\n\
+        os.execv(sys.argv[1], sys.argv[1:])";
+    let args: Vec<String> = ["-c", block_then_exec, &hotswap, "--control", "{dir}/ctl.sock"]
+        .into_iter()
+        .chain(["-l", &listen, "--", &server])
+        .map(String::from)
+        .collect();
+    let mut hs = Launched::start("python3", &args, &[]);
+    hs.wait_for_stderr("gen 1 ready", Duration::from_secs(15));
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let first = http_get(addr, "/").expect("gen 1 answers").pid().expect("X-Pid");
+    assert_eq!(sig_set(first, "SigBlk"), 0, "the child starts with no signal blocked");
+
+    kill(Pid::from_raw(hs.pid() as i32), Signal::SIGHUP).unwrap();
+    hs.wait_for_stderr("gen 1 gone", Duration::from_secs(15));
+    let second = http_get(addr, "/").expect("gen 2 answers").pid().expect("X-Pid");
+    assert_ne!(first, second, "HUP reached hotswap: a new generation answers");
+    assert_eq!(sig_set(second, "SigBlk"), 0);
+
+    kill(Pid::from_raw(hs.pid() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_until("hotswap to exit on TERM", Duration::from_secs(15), || {
+        hs.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0));
+}

@@ -15,6 +15,13 @@ pub fn become_subreaper() -> io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
 }
 
+/// Unblocks every signal in hotswap itself: a supervisor started with HUP or
+/// TERM blocked (its parent's mask is inherited) would never hear them. Call
+/// before the runtime starts a thread.
+pub fn unblock_all_signals() -> io::Result<()> {
+    nix::sys::signal::SigSet::empty().thread_set_mask().map_err(io::Error::from)
+}
+
 /// Sends `signal` to one process. A process already gone is not an error.
 pub fn signal(pid: Pid, signal: i32) -> io::Result<()> {
     let sig = Signal::try_from(signal).map_err(io::Error::from)?;

@@ -4,7 +4,8 @@
 //! 1. `ExecPlan`'s `Send`/`Sync`: its raw pointers point into its own buffers.
 //! 2. `ExecPlan::spawn`: `Command::pre_exec`, whose closure runs between fork
 //!    and exec and calls only async-signal-safe functions (`fcntl`, `signal`,
-//!    `getpid`, `execve`): no allocation, no formatting, no logging, no locks.
+//!    `sigemptyset`, `pthread_sigmask`, `getpid`, `execve`): no allocation,
+//!    no formatting, no logging, no locks.
 //! 3. `adopt_fd`: takes ownership of an fd systemd passed us.
 //! 4. `pin_fd`: `dup3` onto a chosen fd number.
 //! 5. `cloexec_from`: `close_range(CLOSE_RANGE_CLOEXEC)`, or `fcntl` per fd.
@@ -107,10 +108,11 @@ impl ExecPlan {
             command.current_dir(dir);
         }
         // SAFETY: std runs this closure in the child between fork and exec
-        // (after resetting the signal mask, setting the process group and
-        // the stdio fds). It makes only async-signal-safe calls on memory the
-        // closure owns: fcntl, signal, getpid, execve; the digit loop and the
-        // slice writes do not allocate. If execve returns, its errno goes
+        // (after setting the process group and the stdio fds; it leaves the
+        // signal mask as the parent had it). It makes only async-signal-safe
+        // calls on memory the closure owns or its own stack: fcntl, signal,
+        // sigemptyset, pthread_sigmask, getpid, execve; the digit loop and
+        // the slice writes do not allocate. If execve returns, its errno goes
         // back to the parent through std's close-on-exec pipe; listeners sit
         // at fds 3.. permanently, so that pipe can never be among keep_fds.
         unsafe {
@@ -122,9 +124,15 @@ impl ExecPlan {
                         return Err(io::Error::last_os_error());
                     }
                 }
+                // Dispositions first, then the mask (std leaves the parent's
+                // in place): a signal pending in between meets the default
+                // action, never hotswap's handler.
                 for sig in HANDLED_SIGNALS {
                     libc::signal(sig, libc::SIG_DFL);
                 }
+                let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+                libc::sigemptyset(empty.as_mut_ptr());
+                libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
                 let digits_at = LISTEN_PID.len();
                 let len = write_decimal(&mut plan.listen_pid[digits_at..], libc::getpid() as u32);
                 plan.listen_pid[digits_at + len] = 0;
