@@ -1,0 +1,110 @@
+//! The reload benchmark: what hotswap costs and what it saves, side by side in one run.
+//!
+//! ```text
+//! cargo bench --bench reload                       # defaults: well under 2 minutes on 2 cores
+//! cargo bench --bench reload -- --duration 10s --reloads 20 --clients 32
+//! ```
+//!
+//! One after the other, on the same machine, with the same load client (tests/support/load.rs)
+//! and the same example server (examples/server.rs, built here in the bench's profile):
+//!
+//! - **direct**: the server alone on the port (the ceiling; no reload);
+//! - **naive**: the server stopped (SIGTERM, wait for its exit) and started again K times, what
+//!   `systemctl restart` does;
+//! - **hotswap**: the server under hotswap, K SIGHUP reloads; then with `-n 2` instances;
+//! - **pm2** (only when `node` and `pm2` are on PATH): benches/pm2/server.js in PM2 cluster mode,
+//!   K `pm2 reload`s;
+//!
+//! each in two load modes (a new connection per request; keep-alive), then three scale points:
+//! 100 listening sockets, 64 instances, 1,000 consecutive reloads (RSS and fds before and after),
+//! with an idle window in which hotswap must use no CPU.
+//!
+//! It measures and prints; it asserts nothing. It writes `docs/bench/results.md` and
+//! `docs/bench/reload.svg` (`--no-write` to skip). Every process it starts is stopped and reaped
+//! by pid when it is done with it: by guards on exit and panic, and by a handler on SIGINT,
+//! SIGTERM and SIGHUP. Only a SIGKILLed bench leaves its processes running.
+//!
+//! Modules: `cli` (options), `procs` (the processes and /proc), `scenarios` (the rows),
+//! `report` (the table, the goals, results.md), `plot` (reload.svg).
+
+#[path = "../../tests/support/load.rs"]
+mod load;
+
+mod cli;
+mod plot;
+mod procs;
+mod report;
+mod scenarios;
+
+use std::time::Duration;
+
+/// How long any one wait of the bench (a readiness line, a reload, an exit) may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn main() {
+    procs::on_interrupt();
+    // Once `on_interrupt` is stopping everything, what fails in the main thread because of it
+    // (hotswap gone, its control socket closed) is no news: wait quietly for the exit.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        while procs::stopping() {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        default_hook(info)
+    }));
+    let opts = cli::parse_opts();
+    let mut info = report::machine();
+    println!("reload bench — {}", info.join("; "));
+    println!(
+        "settings: --duration {:?} --reloads {} --clients {} --instances {} --scale-sockets {} --scale-instances {} --scale-reloads {} --idle {:?} --boot-delay {:?}",
+        opts.duration,
+        opts.reloads,
+        opts.clients,
+        opts.instances,
+        opts.scale_sockets,
+        opts.scale_instances,
+        opts.scale_reloads,
+        opts.idle,
+        opts.boot_delay
+    );
+    let bins = procs::build_server();
+    let cpu_before = procs::CpuSnapshot::now();
+    let (mut rows, scale) = scenarios::run_all(&bins, &opts);
+
+    // Group by scenario, in the order they first ran (the sort is stable).
+    let first: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
+    rows.sort_by_key(|r| first.iter().position(|l| *l == r.label));
+    let direct = report::direct_rates(&rows);
+    let mut table_rows: Vec<Vec<String>> = rows.iter().map(|r| report::cells(r, &direct)).collect();
+    table_rows.extend(scale.as_ref().map(|s| report::cells(&s.row, &direct)));
+    let table = report::markdown_table(&table_rows);
+    let goals = report::goals(&rows, scale.as_ref());
+
+    println!();
+    print!("{table}");
+    println!();
+    for g in &goals {
+        println!("- {g}");
+    }
+    let other = cpu_before.other_share();
+    info.push(format!(
+        "other processes' share of the CPUs during the run: {:.0}% (load average at the end: {})",
+        other * 100.0,
+        report::loadavg()
+    ));
+    if other > 0.10 {
+        let warning = format!(
+            "other processes used {:.0}% of the CPUs while this ran: throughputs, ratios and \
+             latencies are noisy; rerun on a quiet machine for numbers to publish",
+            other * 100.0
+        );
+        println!("\nnote: {warning}");
+        info.push(format!("note: {warning}"));
+    }
+
+    if opts.write && opts.only.is_some() {
+        println!("\n--only: a partial run, so {} is left as it is", opts.out.display());
+    } else if opts.write {
+        report::write_results(&rows, &opts, &info, &table, &goals);
+    }
+}

@@ -1,0 +1,747 @@
+//! The processes the bench starts and what it reads of them. [`Proc`] is the guard every child
+//! lives in (stopped and reaped by pid when dropped), [`Tap`] collects its stderr lines with
+//! their arrival times, [`Server`] and [`Hotswap`] start the example server alone or under
+//! hotswap and time reloads from those lines, and [`on_interrupt`] stops everything on SIGINT,
+//! SIGTERM or SIGHUP. [`Usage`] and [`CpuSnapshot`] read RSS, CPU time and fds from /proc;
+//! [`build_server`] builds the example server the bench runs.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, SysconfVar, sysconf};
+
+use crate::WAIT;
+
+// ------------------------------------------------------------------------------------------
+// Guards and the interrupt thread
+
+/// A process the bench started. Dropping it stops it (`drop_signal`, then SIGKILL after 3 s)
+/// and reaps it, so nothing outlives the bench even when it panics.
+pub struct Proc {
+    child: Child,
+    name: String,
+    drop_signal: Signal,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdin and stdout on /dev/null and stderr piped into a [`Tap`].
+    ///
+    /// No parent-death signal: the guards stop every process by pid when the bench exits,
+    /// panics, or gets SIGINT, SIGTERM or SIGHUP; only a SIGKILLed bench leaves its processes
+    /// running.
+    pub fn spawn(mut cmd: Command, name: &str, drop_signal: Signal, verbose: bool) -> (Proc, Tap) {
+        if stopping() {
+            // `on_interrupt` is stopping everything and about to exit: start nothing more.
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        }
+        for var in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+            cmd.env_remove(var);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        // A group of its own: a Ctrl-C in the terminal reaches only the bench, which then stops
+        // everything in order (see `on_interrupt`).
+        cmd.process_group(0);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let proc = Proc { child, name: name.to_string(), drop_signal, status: None };
+        live().push(Live::Child { pid: proc.pid(), signal: drop_signal });
+        (proc, Tap::new(stderr, verbose))
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        if self.status.is_none() {
+            let _ = kill(Pid::from_raw(self.pid()), sig);
+        }
+    }
+
+    /// Reaps the process if it has exited.
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+            if self.status.is_some() {
+                self.forget();
+            }
+        }
+        self.status
+    }
+
+    /// Reaped: nothing left for `on_interrupt` to stop.
+    fn forget(&self) {
+        let pid = self.pid();
+        live().retain(|l| !matches!(l, Live::Child { pid: p, .. } if *p == pid));
+    }
+
+    /// Waits (polling every 200 µs) until it exits or `timeout` passes.
+    fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Sends `sig` and waits for the exit; SIGKILL if it takes longer than `timeout`.
+    pub fn stop(&mut self, sig: Signal, timeout: Duration) -> Option<ExitStatus> {
+        self.signal(sig);
+        if let Some(s) = self.wait_timeout(timeout) {
+            return Some(s);
+        }
+        eprintln!("reload bench: {} (pid {}) ignored {sig}, killing it", self.name, self.pid());
+        self.signal(Signal::SIGKILL);
+        self.status = self.child.wait().ok();
+        self.forget();
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.try_wait().is_none() {
+            self.stop(self.drop_signal, Duration::from_secs(3));
+        }
+    }
+}
+
+/// What the bench has started and not yet reaped, for `on_interrupt`.
+pub enum Live {
+    /// A child of ours and the signal that stops it.
+    Child { pid: i32, signal: Signal },
+    /// A PM2 daemon: `pm2 kill` with this PM2_HOME stops it and its apps.
+    Pm2 { pm2: PathBuf, home: PathBuf },
+}
+
+/// Set once `on_interrupt` began stopping everything.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+pub fn stopping() -> bool {
+    STOPPING.load(SeqCst)
+}
+
+pub fn live() -> MutexGuard<'static, Vec<Live>> {
+    static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, stops everything the bench started, then exits 130. Call it
+/// first thing in `main`: the handlers are in place when it returns.
+///
+/// The bench stays alive meanwhile, so the stderr pipes of its children stay open: hotswap must
+/// still be able to log while it stops its own children. Handlers (tokio's, registered through
+/// a safe API; they only wake the thread that waits here) rather than a blocked mask and
+/// sigwait: children inherit a mask, and std's `Command` leaves it as it is, but exec resets
+/// handlers.
+pub fn on_interrupt() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("a runtime for the signal handlers");
+    let [mut int, mut term, mut hup] = {
+        let _in = rt.enter();
+        [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()]
+            .map(|kind| signal(kind).expect("install a signal handler"))
+    };
+    std::thread::Builder::new()
+        .name("interrupt".into())
+        .spawn(move || {
+            let sig = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => Signal::SIGINT,
+                    _ = term.recv() => Signal::SIGTERM,
+                    _ = hup.recv() => Signal::SIGHUP,
+                }
+            });
+            eprintln!("\nreload bench: {}: stopping everything it started", sig.as_str());
+            stop_everything();
+            std::process::exit(130);
+        })
+        .expect("spawn the interrupt thread");
+}
+
+/// Sends every live child its stop signal and `pm2 kill`s every PM2 daemon, then reaps the
+/// children, SIGKILLing those still there after 3 s.
+fn stop_everything() {
+    STOPPING.store(true, SeqCst);
+    let entries = std::mem::take(&mut *live());
+    let mut children = Vec::new();
+    for entry in entries {
+        match entry {
+            Live::Child { pid, signal } => {
+                let _ = kill(Pid::from_raw(pid), signal);
+                children.push(pid);
+            }
+            Live::Pm2 { pm2, home } => {
+                let _ = Command::new(pm2)
+                    .arg("kill")
+                    .env("PM2_HOME", home)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !children.is_empty() && Instant::now() < deadline {
+        children.retain(|pid| {
+            let r = waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG));
+            matches!(r, Ok(WaitStatus::StillAlive))
+        });
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for pid in children {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), None);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Stderr taps
+
+/// The lines a process writes on stderr, each stamped when it was read.
+#[derive(Clone)]
+pub struct Tap {
+    shared: Arc<(Mutex<TapLines>, Condvar)>,
+}
+
+#[derive(Default)]
+struct TapLines {
+    lines: Vec<(Instant, String)>,
+    closed: bool,
+}
+
+impl Tap {
+    fn new(stderr: ChildStderr, verbose: bool) -> Tap {
+        let tap = Tap { shared: Arc::default() };
+        let shared = tap.shared.clone();
+        std::thread::Builder::new()
+            .name("stderr".into())
+            .spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    let n = reader.read_line(&mut line).unwrap_or(0);
+                    let at = Instant::now();
+                    let (lock, cvar) = &*shared;
+                    let mut g = lock.lock().unwrap();
+                    if n == 0 {
+                        g.closed = true;
+                        cvar.notify_all();
+                        return;
+                    }
+                    if verbose {
+                        eprint!("  | {line}");
+                    }
+                    g.lines.push((at, line.trim_end().to_string()));
+                    cvar.notify_all();
+                }
+            })
+            .expect("spawn stderr reader");
+        tap
+    }
+
+    fn len(&self) -> usize {
+        self.shared.0.lock().unwrap().lines.len()
+    }
+
+    /// Calls `f` on the lines from index `from` each time one arrives, until it returns `Some`;
+    /// None after `timeout` or when the pipe closed first.
+    fn wait<T>(
+        &self,
+        from: usize,
+        timeout: Duration,
+        mut f: impl FnMut(&[(Instant, String)]) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.shared;
+        let mut g = lock.lock().unwrap();
+        loop {
+            if let Some(v) = f(&g.lines[from.min(g.lines.len())..]) {
+                return Some(v);
+            }
+            let now = Instant::now();
+            if g.closed || now >= deadline {
+                return None;
+            }
+            g = cvar.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+
+    /// The time of the first line from `from` on that contains `needle`.
+    fn wait_for(&self, from: usize, needle: &str, timeout: Duration) -> Option<Instant> {
+        self.wait(from, timeout, |lines| find(lines, needle).map(|(at, _)| at))
+    }
+
+    fn all(&self) -> Vec<(Instant, String)> {
+        self.shared.0.lock().unwrap().lines.clone()
+    }
+}
+
+fn find<'a>(lines: &'a [(Instant, String)], needle: &str) -> Option<(Instant, &'a str)> {
+    lines.iter().find(|(_, l)| l.contains(needle)).map(|(at, l)| (*at, l.as_str()))
+}
+
+/// `… (pids 12,13)` → [12, 13].
+fn pids_in(line: &str) -> Vec<i32> {
+    let Some(rest) = line.split("(pids ").nth(1) else { return Vec::new() };
+    rest.trim_end_matches(')').split(',').filter_map(|p| p.trim().parse().ok()).collect()
+}
+
+/// When hotswap logged `gen G started (pids …)`, and when the last of those children logged
+/// its own `ready` line; None until all of them are there.
+fn started_and_ready(lines: &[(Instant, String)], generation: u64) -> Option<(Instant, Instant)> {
+    let (t_started, l) = find(lines, &format!("gen {generation} started (pids "))?;
+    let mut t_child = t_started;
+    for pid in pids_in(l) {
+        t_child = t_child.max(find(lines, &format!("server[{pid}]: ready"))?.0);
+    }
+    Some((t_started, t_child))
+}
+
+// ------------------------------------------------------------------------------------------
+// The example server and hotswap
+
+/// The example server, standalone on `port`.
+pub struct Server {
+    pub proc: Proc,
+    pub tap: Tap,
+}
+
+impl Server {
+    /// Starts it and waits for its `ready` line; also returns how long that took.
+    pub fn start(bin: &Path, port: u16, boot_delay: Duration, verbose: bool) -> (Server, Duration) {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--port").arg(port.to_string());
+        cmd.arg("--boot-delay").arg(format!("{}ms", boot_delay.as_millis()));
+        let t0 = Instant::now();
+        let (proc, tap) = Proc::spawn(cmd, "server", Signal::SIGKILL, verbose);
+        let ready = tap.wait_for(0, "]: ready", WAIT).unwrap_or_else(|| {
+            panic!("the server on port {port} never said ready: {:?}", tap.all())
+        });
+        (Server { proc, tap }, ready - t0)
+    }
+}
+
+/// hotswap with the example server under it.
+pub struct Hotswap {
+    proc: Option<Proc>,
+    tap: Tap,
+    control: PathBuf,
+    generation: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Hotswap {
+    /// Starts `hotswap --listen … -n N -- server` and waits for generation 1 to be ready.
+    pub fn start(
+        bin: &Bins,
+        addrs: &[SocketAddr],
+        instances: u32,
+        boot_delay: Duration,
+        verbose: bool,
+    ) -> Hotswap {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let control = dir.path().join("control.sock");
+        let mut cmd = Command::new(&bin.hotswap);
+        for a in addrs {
+            cmd.arg("--listen").arg(a.to_string());
+        }
+        cmd.arg("--instances").arg(instances.to_string());
+        cmd.arg("--control").arg(&control);
+        cmd.args(["--drain-timeout", "10s", "--name", "bench", "--"]).arg(&bin.server);
+        cmd.arg("--boot-delay").arg(format!("{}ms", boot_delay.as_millis()));
+        cmd.env("XDG_RUNTIME_DIR", dir.path());
+        // SIGQUIT: hotswap's fast stop SIGKILLs every child's group before it exits.
+        let (proc, tap) = Proc::spawn(cmd, "hotswap", Signal::SIGQUIT, verbose);
+        let hs = Hotswap { proc: Some(proc), tap, control, generation: 1, _dir: dir };
+        if hs.tap.wait_for(0, "gen 1 ready", WAIT).is_none() {
+            panic!("hotswap's first generation never became ready: {:?}", hs.tap.all());
+        }
+        hs
+    }
+
+    fn pid(&self) -> i32 {
+        self.proc.as_ref().expect("running").pid()
+    }
+
+    pub fn usage(&self) -> Usage {
+        Usage::of(self.pid()).expect("hotswap's /proc entry")
+    }
+
+    /// SIGHUP, then waits for the new generation to be ready and the old one gone, timing each
+    /// step from the stderr lines (and the new children's own `ready` lines).
+    pub fn hup(&mut self) -> Reload {
+        let from = self.tap.len();
+        let (new, old) = (self.generation + 1, self.generation);
+        self.generation = new;
+        let t0 = Instant::now();
+        self.proc.as_ref().expect("running").signal(Signal::SIGHUP);
+        let ready = format!("gen {new} ready after");
+        let failed = format!("gen {new} failed");
+        let gone = format!("gen {old} gone");
+        let r = self.tap.wait(from, WAIT, |lines| {
+            if let Some((_, l)) = find(lines, &failed) {
+                return Some(Err(l.to_string()));
+            }
+            let (t_started, t_child) = started_and_ready(lines, new)?;
+            let t_ready = find(lines, &ready)?.0;
+            let t_gone = find(lines, &gone)?.0;
+            Some(Ok(Reload {
+                at: t0,
+                ready: Some(t_ready - t0),
+                gone: Some(t_gone - t0),
+                boot: Some(t_child - t_started),
+                spawned: Some(t_started - t0),
+            }))
+        });
+        match r {
+            Some(Ok(r)) => r,
+            Some(Err(line)) => {
+                eprintln!("reload bench: reload to gen {new} failed: {line}");
+                Reload::asked(t0)
+            }
+            None => panic!("reload to gen {new} did not finish within {WAIT:?}"),
+        }
+    }
+
+    /// A reload through the control socket (`{"cmd":"reload","wait":true}`), timed from the
+    /// request to each step line as it arrives on the socket.
+    pub fn reload_wait(&mut self) -> Reload {
+        let from = self.tap.len();
+        let mut sock = UnixStream::connect(&self.control).expect("connect to the control socket");
+        sock.set_read_timeout(Some(WAIT)).expect("set_read_timeout");
+        let t0 = Instant::now();
+        sock.write_all(b"{\"cmd\":\"reload\",\"wait\":true}\n").expect("write reload request");
+        let mut r = Reload::asked(t0);
+        for line in BufReader::new(sock).lines() {
+            let line = line.expect("read from the control socket");
+            let at = Instant::now() - t0;
+            let v: serde_json::Value = serde_json::from_str(&line).expect("control reply is JSON");
+            if let Some(step) = v.get("step").and_then(|s| s.as_str()) {
+                if step.contains(" ready after ") {
+                    r.ready = Some(at);
+                } else if step.contains(" gone") {
+                    r.gone = Some(at);
+                }
+            } else if let Some(result) = v.get("result").and_then(|s| s.as_str()) {
+                if result != "took_over" && !stopping() {
+                    eprintln!("reload bench: reload ended {line}");
+                }
+                if let Some(g) = v.get("generation").and_then(|g| g.as_u64()) {
+                    self.generation = g;
+                    // The new child's own boot, from hotswap's stderr as in `hup`.
+                    let timing =
+                        self.tap.wait(from, Duration::from_secs(2), |l| started_and_ready(l, g));
+                    if let Some((t_started, t_child)) = timing {
+                        r.boot = Some(t_child - t_started);
+                        r.spawned = Some(t_started.saturating_duration_since(t0));
+                    }
+                }
+                break;
+            } else {
+                panic!("unexpected control reply {line}");
+            }
+        }
+        r
+    }
+
+    /// Graceful stop (SIGTERM): hotswap drains its children and exits.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop(Signal::SIGTERM, Duration::from_secs(15));
+        }
+        self.kill_leftovers();
+    }
+
+    /// SIGKILLs any child hotswap started that is still there (only after hotswap is gone).
+    fn kill_leftovers(&self) {
+        for (_, line) in self.tap.all() {
+            if line.contains(" started (pids ") {
+                for pid in pids_in(&line) {
+                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"));
+                    if comm.is_ok_and(|c| c.trim() == "server") {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Hotswap {
+    fn drop(&mut self) {
+        // Dropping the Proc sends SIGQUIT (fast stop) and reaps hotswap.
+        drop(self.proc.take());
+        self.kill_leftovers();
+    }
+}
+
+/// One reload, timed from the moment it was asked for (SIGHUP, SIGTERM, `pm2 reload`).
+#[derive(Clone, Copy, Debug)]
+pub struct Reload {
+    pub at: Instant,
+    /// → the new generation is ready (naive: the restarted server said ready).
+    pub ready: Option<Duration>,
+    /// → the old generation is gone (naive: the old server exited).
+    pub gone: Option<Duration>,
+    /// The new children's own part: from their spawn (hotswap's `started` line; naive: the
+    /// spawn call) to their `ready` line, the last of them for several instances.
+    pub boot: Option<Duration>,
+    /// hotswap: → its `started` line, logged once every instance is spawned.
+    pub spawned: Option<Duration>,
+}
+
+impl Reload {
+    /// Asked for at `at`, nothing timed yet.
+    pub fn asked(at: Instant) -> Reload {
+        Reload { at, ready: None, gone: None, boot: None, spawned: None }
+    }
+
+    /// What the reload cost beyond the child's own boot.
+    pub fn overhead(&self) -> Option<Duration> {
+        Some(self.ready?.saturating_sub(self.boot?))
+    }
+
+    /// The reload window: from the request to the later of ready and gone.
+    pub fn end(&self) -> Instant {
+        self.at + self.ready.unwrap_or_default().max(self.gone.unwrap_or_default())
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// /proc readers
+
+/// What /proc says about a process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub rss_kib: u64,
+    /// Peak RSS (VmHWM).
+    pub hwm_kib: u64,
+    /// RSS split: anonymous memory (heap, stacks: hotswap's own) and file pages (its binary's
+    /// code and the shared libraries', counted in every process that maps them).
+    pub anon_kib: u64,
+    pub file_kib: u64,
+    /// Proportional set size: shared pages divided among the processes that map them.
+    pub pss_kib: u64,
+    /// Size of the heap and other private data mappings (VmData).
+    pub data_kib: u64,
+    /// Resident pages of hotswap's own executable (part of `file_kib`).
+    pub exe_kib: u64,
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Time on CPU from schedstat, over all threads.
+    pub cpu_ns: u64,
+    /// Context switches (voluntary + involuntary), over all threads: wakeups.
+    pub switches: u64,
+    pub fds: usize,
+    pub threads: usize,
+}
+
+impl Usage {
+    pub fn of(pid: i32) -> Option<Usage> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| kib_field(&status, name).unwrap_or(0);
+        let f = stat_fields(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+        let (utime, stime) = (f.get(11)?, f.get(12)?);
+        let mut u = Usage {
+            rss_kib: field("VmRSS:"),
+            hwm_kib: field("VmHWM:"),
+            anon_kib: field("RssAnon:"),
+            data_kib: field("VmData:"),
+            exe_kib: exe_rss_kib(pid),
+            file_kib: field("RssFile:"),
+            pss_kib: std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                .ok()
+                .and_then(|s| kib_field(&s, "Pss:"))
+                .unwrap_or(0),
+            cpu_ticks: utime + stime,
+            fds: std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count(),
+            ..Usage::default()
+        };
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+            u.threads += 1;
+            let p = task.path();
+            if let Ok(s) = std::fs::read_to_string(p.join("schedstat")) {
+                u.cpu_ns += s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            }
+            if let Ok(s) = std::fs::read_to_string(p.join("status")) {
+                for l in s.lines() {
+                    if let Some(v) = l
+                        .strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                    {
+                        u.switches += v.trim().parse::<u64>().unwrap_or(0);
+                    }
+                }
+            }
+        }
+        Some(u)
+    }
+
+    /// CPU time from utime + stime (clock-tick resolution, usually 10 ms).
+    pub fn cpu_ms(&self) -> f64 {
+        self.cpu_ticks as f64 * 1000.0 / clock_ticks()
+    }
+
+    /// `4.08 MiB / 3.1 ms (0 ticks)`: peak RSS, CPU time from schedstat (ns resolution) and
+    /// utime + stime in clock ticks.
+    pub fn cell(&self) -> String {
+        format!(
+            "{:.2} MiB / {:.1} ms ({} ticks)",
+            self.hwm_kib as f64 / 1024.0,
+            self.cpu_ns as f64 / 1e6,
+            self.cpu_ticks
+        )
+    }
+}
+
+/// The number after `name` on the first line that starts with it (`VmRSS:   3648 kB` → 3648).
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name))?.split_whitespace().next()?.parse().ok()
+}
+
+/// The fields of /proc/PID/stat after the command name (which may hold spaces), from the state
+/// (field 3) on; a field that is not a number reads as 0.
+fn stat_fields(stat: &str) -> Option<Vec<u64>> {
+    Some(stat.rsplit_once(')')?.1.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect())
+}
+
+/// Resident KiB of the mappings of the process's own executable, from /proc/PID/smaps.
+fn exe_rss_kib(pid: i32) -> u64 {
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return 0 };
+    let exe = exe.to_string_lossy().into_owned();
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else { return 0 };
+    let mut mine = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            mine = line.ends_with(exe.as_str());
+        } else if mine && first == "Rss:" {
+            kib += words.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    kib
+}
+
+/// Clock ticks per second (the unit of utime and stime), 100 if sysconf cannot tell.
+fn clock_ticks() -> f64 {
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as f64,
+        _ => 100.0,
+    }
+}
+
+/// CPU time of the whole machine and of this bench's process tree, to tell how much of the
+/// machine other processes took while the bench ran.
+pub struct CpuSnapshot {
+    at: Instant,
+    /// Busy ticks of all CPUs (/proc/stat: everything but idle and iowait).
+    busy: u64,
+    /// This process and its reaped children (which include hotswap's, reaped by hotswap).
+    own: u64,
+}
+
+impl CpuSnapshot {
+    pub fn now() -> CpuSnapshot {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let busy = cpu
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+            .map(|(_, v)| v)
+            .sum();
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let f = stat_fields(&me).unwrap_or_default();
+        // utime, stime, cutime, cstime: fields 14-17, i.e. 11-14 after the command name.
+        let own = f.get(11..15).map_or(0, |v| v.iter().sum());
+        CpuSnapshot { at: Instant::now(), busy, own }
+    }
+
+    /// The share of all CPUs that processes outside this bench used since `self`.
+    pub fn other_share(&self) -> f64 {
+        let now = CpuSnapshot::now();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let wall = now.at.duration_since(self.at).as_secs_f64() * clock_ticks() * cores;
+        let other = now.busy.saturating_sub(self.busy).saturating_sub(now.own - self.own);
+        other as f64 / wall.max(1.0)
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Binaries, ports, PATH
+
+pub struct Bins {
+    pub hotswap: PathBuf,
+    pub server: PathBuf,
+}
+
+/// Builds the example server in the profile this bench was built in (`target/release` under
+/// `cargo bench`) with the cargo that runs us, so it is always there and fresh.
+pub fn build_server() -> Bins {
+    let hotswap = PathBuf::from(env!("CARGO_BIN_EXE_hotswap"));
+    let dir = hotswap.parent().expect("hotswap has a parent dir").to_path_buf();
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("release").to_string();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let profile_args: Vec<&str> = match profile.as_str() {
+        "debug" => vec![],
+        "release" => vec!["--release"],
+        other => vec!["--profile", other],
+    };
+    let mut cmd = Command::new(&cargo);
+    cmd.arg("build").arg("--quiet").arg("--manifest-path").arg(&manifest);
+    cmd.args(&profile_args).args(["--example", "server"]);
+    let shown: String = profile_args.iter().map(|a| format!(" {a}")).collect();
+    println!("building the example server first: {cargo} build{shown} --example server");
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
+    assert!(status.success(), "building the example server failed: {status}");
+    let server = dir.join("examples").join("server");
+    assert!(server.exists(), "{} is missing after the build", server.display());
+    Bins { hotswap, server }
+}
+
+pub fn free_ports(n: usize) -> Vec<u16> {
+    // All bound at once, so they are distinct.
+    let ls: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
+    ls.iter().map(|l| l.local_addr().expect("local_addr").port()).collect()
+}
+
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}

@@ -1,0 +1,564 @@
+//! The scenarios, each run yielding one [`Row`] of the table: the server alone (direct), the
+//! server stopped and started again (naive), the server under hotswap with SIGHUP reloads, the
+//! PM2 cluster when pm2 is installed, and the scale points (many sockets, many instances, a
+//! thousand reloads in a row with idle CPU and RSS samples). [`run_all`] runs what the options
+//! ask for, in the order the table is meant to be read in.
+
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::WAIT;
+use crate::cli::Opts;
+use crate::load::{self, LoadConfig, LoadReport, Target};
+use crate::procs::{Bins, Hotswap, Live, Reload, Server, Usage, free_ports, live, on_path};
+use crate::report::{ms, p50_max, quantile};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    NewConn,
+    KeepAlive,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::NewConn => "new conn",
+            Mode::KeepAlive => "keep-alive",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    Direct,
+    Naive,
+    Hotswap { instances: u32, sockets: usize },
+    Pm2 { instances: u32 },
+}
+
+impl Scenario {
+    fn label(&self) -> String {
+        match self {
+            Scenario::Direct => "direct".into(),
+            Scenario::Naive => "naive restart".into(),
+            Scenario::Hotswap { instances: 1, sockets: 1 } => "hotswap".into(),
+            Scenario::Hotswap { instances, sockets: 1 } => format!("hotswap -n {instances}"),
+            Scenario::Hotswap { instances: 1, sockets } => format!("hotswap, {sockets} sockets"),
+            Scenario::Hotswap { instances, sockets } => {
+                format!("hotswap -n {instances}, {sockets} sockets")
+            }
+            Scenario::Pm2 { instances } => format!("pm2 cluster -i {instances}"),
+        }
+    }
+}
+
+/// One row of the table.
+pub struct Row {
+    pub scenario: Scenario,
+    pub label: String,
+    pub mode: Option<Mode>,
+    pub load: Option<LoadReport>,
+    pub reloads: Vec<Reload>,
+    /// hotswap's usage at the end of the row (peak RSS, CPU time).
+    pub usage: Option<Usage>,
+    pub notes: Vec<String>,
+    /// The load's configured duration.
+    duration: Duration,
+    /// p50 and p99 latency of the ok requests.
+    pub latency: Option<(Duration, Duration)>,
+    /// p99 latency of the ok requests in flight during a reload.
+    pub latency_in_reloads: Option<Duration>,
+}
+
+impl Row {
+    fn new(scenario: Scenario, mode: Option<Mode>) -> Row {
+        Row {
+            label: scenario.label(),
+            scenario,
+            mode,
+            load: None,
+            reloads: Vec::new(),
+            usage: None,
+            notes: Vec::new(),
+            duration: Duration::ZERO,
+            latency: None,
+            latency_in_reloads: None,
+        }
+    }
+
+    /// Reload windows relative to the load's start.
+    fn windows(&self, started_at: Option<Instant>) -> Vec<(Duration, Duration)> {
+        let Some(start) = started_at else {
+            return Vec::new();
+        };
+        self.reloads
+            .iter()
+            .map(|r| {
+                (r.at.saturating_duration_since(start), r.end().saturating_duration_since(start))
+            })
+            .collect()
+    }
+
+    /// Keeps the load's report (call it after `reloads` is set): the latency quantiles are
+    /// taken now and the per-request data dropped, so the bench stays small. A large bench
+    /// would make its own fork() slow, and with it every server start it times.
+    fn set_load(&mut self, mut report: LoadReport, duration: Duration) {
+        self.duration = duration;
+        self.latency = Some((report.p50(), report.p99()));
+        self.latency_in_reloads =
+            report.latency_quantile_in(0.99, &self.windows(report.started_at));
+        report.latencies = Vec::new();
+        report.ok_requests = Vec::new();
+        self.load = Some(report);
+    }
+
+    /// Ok responses per second of load (requests still in flight at the end finish after it,
+    /// and a stuck one would stretch the run's wall time, so the configured duration is used).
+    pub fn rate(&self) -> Option<f64> {
+        Some(self.load.as_ref()?.ok as f64 / self.duration.as_secs_f64().max(1e-9))
+    }
+
+    /// Each reload's cost beyond the new children's own boot.
+    pub fn overheads(&self) -> Vec<Duration> {
+        self.reloads.iter().filter_map(Reload::overhead).collect()
+    }
+}
+
+/// Runs the scenarios `opts` asks for and prints a line as each row is done: the load rows
+/// (after an unreported warm-up), pm2, then the scale points. The last, 1,000 reloads in a row,
+/// comes back apart from the rows.
+pub fn run_all(bins: &Bins, opts: &Opts) -> (Vec<Row>, Option<ReloadScale>) {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut push = |row: Row| {
+        progress(&row);
+        rows.push(row);
+    };
+    let modes = [Mode::NewConn, Mode::KeepAlive];
+    if opts.want("load") {
+        // Warm-up (CPU frequency, page cache, the loopback path), not reported.
+        let warm_up = Opts { duration: Duration::from_secs(1), ..opts.clone() };
+        for mode in modes {
+            run_direct(bins, mode, &warm_up);
+        }
+        // Scenarios interleaved within each mode, so that a drift in the machine's load hits
+        // direct and hotswap alike; the table groups them by scenario afterwards.
+        for mode in modes {
+            push(run_direct(bins, mode, opts));
+            push(run_naive(bins, mode, opts));
+            push(run_hotswap(bins, mode, 1, 1, opts));
+            if opts.instances > 1 {
+                push(run_hotswap(bins, mode, opts.instances, 1, opts));
+            }
+        }
+    }
+    if opts.want("pm2") {
+        let pm2 = match (on_path("node"), on_path("pm2")) {
+            _ if !opts.pm2 => {
+                println!("pm2: skipped (--no-pm2)");
+                None
+            }
+            (Some(_), Some(pm2)) => Some(pm2),
+            _ => {
+                println!("pm2: skipped (node and pm2 not on PATH)");
+                None
+            }
+        };
+        for mode in modes {
+            if let Some(row) = pm2.as_ref().and_then(|p| run_pm2(p, mode, opts.instances, opts)) {
+                push(row);
+            }
+        }
+    }
+    if opts.want("sockets") && opts.scale_sockets > 0 {
+        push(run_hotswap(bins, Mode::NewConn, 1, opts.scale_sockets, opts));
+    }
+    if opts.want("instances") && opts.scale_instances > 0 {
+        push(run_hotswap(bins, Mode::NewConn, opts.scale_instances, 1, opts));
+    }
+    let scale = (opts.want("reloads") && opts.scale_reloads > 0).then(|| {
+        let s = run_reload_scale(bins, opts.scale_reloads, opts);
+        println!("  {}: {}", s.row.label, s.row.notes.join("; "));
+        s
+    });
+    (rows, scale)
+}
+
+/// The progress line of a finished row, and the first failures the load client kept.
+fn progress(r: &Row) {
+    let l = r.load.as_ref();
+    println!(
+        "  {:<28} {:<10} {:>8} requests, {:>6} failed, {:>8.0} req/s",
+        r.label,
+        r.mode.map_or("", Mode::name),
+        l.map_or(0, LoadReport::total),
+        l.map_or(0, LoadReport::failed),
+        r.rate().unwrap_or_default()
+    );
+    for sample in l.map_or(&[][..], |l| &l.samples[..]) {
+        println!("      first failures: {sample}");
+    }
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn load_config(addr: SocketAddr, mode: Mode, opts: &Opts) -> LoadConfig {
+    let (n, k) = match mode {
+        Mode::NewConn => (opts.clients, 0),
+        Mode::KeepAlive => (0, opts.clients),
+    };
+    LoadConfig {
+        new_conn_workers: n,
+        keepalive_workers: k,
+        duration: opts.duration,
+        max_requests: u64::MAX,
+        request_timeout: Duration::from_secs(5),
+        ..LoadConfig::new(Target::Tcp(addr))
+    }
+}
+
+/// The moments of K reloads spaced evenly over the load: D·i/(K+1), i = 1..=K.
+fn schedule(opts: &Opts, start: Instant) -> Vec<Instant> {
+    let k = opts.reloads as u32;
+    (1..=k).map(|i| start + opts.duration * i / (k + 1)).collect()
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+fn run_direct(bins: &Bins, mode: Mode, opts: &Opts) -> Row {
+    let port = free_ports(1)[0];
+    let (mut server, _) = Server::start(&bins.server, port, opts.boot_delay, opts.verbose);
+    let report = load::run_blocking(load_config(local(port), mode, opts));
+    server.proc.stop(Signal::SIGTERM, Duration::from_secs(10));
+    let mut row = Row::new(Scenario::Direct, Some(mode));
+    row.set_load(report, opts.duration);
+    row
+}
+
+fn run_naive(bins: &Bins, mode: Mode, opts: &Opts) -> Row {
+    let port = free_ports(1)[0];
+    let (mut server, _) = Server::start(&bins.server, port, opts.boot_delay, opts.verbose);
+    let t_load = Instant::now();
+    let handle = load::spawn_in_thread(load_config(local(port), mode, opts));
+    let mut reloads = Vec::new();
+    for at in schedule(opts, t_load) {
+        sleep_until(at);
+        // What `systemctl restart` does: SIGTERM, wait for the exit, start again.
+        let t0 = Instant::now();
+        server.proc.stop(Signal::SIGTERM, Duration::from_secs(10));
+        let gone = t0.elapsed();
+        let spawned = Instant::now();
+        let (next, boot) = Server::start(&bins.server, port, opts.boot_delay, opts.verbose);
+        let ready = spawned + boot - t0;
+        server = next;
+        reloads.push(Reload {
+            at: t0,
+            ready: Some(ready),
+            gone: Some(gone),
+            boot: Some(boot),
+            spawned: Some(spawned - t0),
+        });
+    }
+    let report = handle.finish();
+    server.proc.stop(Signal::SIGTERM, Duration::from_secs(10));
+    drop(server.tap);
+    let mut row = Row::new(Scenario::Naive, Some(mode));
+    row.reloads = reloads;
+    row.set_load(report, opts.duration);
+    row
+}
+
+fn run_hotswap(bins: &Bins, mode: Mode, instances: u32, sockets: usize, opts: &Opts) -> Row {
+    let addrs: Vec<SocketAddr> = free_ports(sockets).into_iter().map(local).collect();
+    let mut hs = Hotswap::start(bins, &addrs, instances, opts.boot_delay, opts.verbose);
+    let t_load = Instant::now();
+    let handle = load::spawn_in_thread(load_config(addrs[0], mode, opts));
+    let mut reloads = Vec::new();
+    for at in schedule(opts, t_load) {
+        sleep_until(at);
+        reloads.push(hs.hup());
+    }
+    let report = handle.finish();
+    // Let the last reload's tail (reaping, closing the old children's channels) settle.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut row = Row::new(Scenario::Hotswap { instances, sockets }, Some(mode));
+    if sockets > 1 {
+        // Every socket still answers after the reloads.
+        let answered = addrs.iter().filter(|a| http_ok(**a)).count();
+        row.notes.push(format!("{answered}/{sockets} sockets answer after the reloads"));
+    }
+    let usage = hs.usage();
+    let spawned: Vec<Duration> = reloads.iter().filter_map(|r| r.spawned).collect();
+    row.notes.push(format!(
+        "HUP → every instance spawned {}; hotswap fds {}",
+        p50_max(&spawned),
+        usage.fds
+    ));
+    hs.stop();
+    row.usage = Some(usage);
+    row.reloads = reloads;
+    row.set_load(report, opts.duration);
+    row
+}
+
+/// One GET / on a fresh connection; true on a 200.
+fn http_ok(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
+// ------------------------------------------------------------------------------------------
+// The reload scale point
+
+/// Scale point: N consecutive reloads through the control socket, with idle windows before
+/// and after; RSS and fd count at the start and the end.
+pub struct ReloadScale {
+    pub row: Row,
+    pub before: Usage,
+    /// After the first 10 reloads.
+    pub warm: Usage,
+    pub after: Usage,
+    /// (reloads done, usage) at the start, after 10 and at each tenth.
+    pub samples: Vec<(usize, Usage)>,
+    pub idle: Vec<Idle>,
+    pub idle_window: Duration,
+    pub took: Duration,
+    /// The server's own boot, standalone (spawn → its `ready` line), sorted.
+    pub boots: Vec<Duration>,
+}
+
+/// hotswap's CPU use over one idle window.
+#[derive(Clone, Copy)]
+pub struct Idle {
+    pub ticks: u64,
+    pub cpu_ns: u64,
+    pub switches: u64,
+}
+
+fn measure_idle(hs: &Hotswap, window: Duration) -> Idle {
+    // Let the last reload's tail (reaping, logging) settle first.
+    std::thread::sleep(Duration::from_millis(300));
+    let a = hs.usage();
+    std::thread::sleep(window);
+    let b = hs.usage();
+    Idle {
+        ticks: b.cpu_ticks - a.cpu_ticks,
+        cpu_ns: b.cpu_ns.saturating_sub(a.cpu_ns),
+        switches: b.switches.saturating_sub(a.switches),
+    }
+}
+
+fn run_reload_scale(bins: &Bins, n: usize, opts: &Opts) -> ReloadScale {
+    let port = free_ports(1)[0];
+    let mut hs = Hotswap::start(bins, &[local(port)], 1, Duration::ZERO, opts.verbose);
+    let mut idle = vec![measure_idle(&hs, opts.idle)];
+    let before = hs.usage();
+    // Usage after 10 reloads (every code path touched once: "warm") and at each tenth.
+    let marks: Vec<usize> = [10.min(n)].into_iter().chain((1..=10).map(|i| n * i / 10)).collect();
+    let mut samples = vec![(0, before)];
+    let t0 = Instant::now();
+    let mut reloads = Vec::with_capacity(n);
+    // The server's own boot measured standalone, interleaved with the reloads so that both
+    // see the same machine: `--boots` starts spread evenly.
+    let boot_every = (n / opts.boots).max(1);
+    let boot_port = free_ports(1)[0];
+    let mut boots = Vec::new();
+    let mut boots_took = Duration::ZERO;
+    for i in 1..=n {
+        reloads.push(hs.reload_wait());
+        if marks.contains(&i) && samples.last().is_none_or(|(j, _)| *j != i) {
+            samples.push((i, hs.usage()));
+        }
+        if i % boot_every == 0 && boots.len() < opts.boots {
+            let t = Instant::now();
+            let (mut server, boot) =
+                Server::start(&bins.server, boot_port, Duration::ZERO, opts.verbose);
+            server.proc.stop(Signal::SIGTERM, Duration::from_secs(10));
+            boots.push(boot);
+            boots_took += t.elapsed();
+        }
+    }
+    boots.sort();
+    let took = t0.elapsed() - boots_took;
+    // The last reload's tail (hotswap closing its end of our control connection) settles first.
+    std::thread::sleep(Duration::from_millis(300));
+    let after = hs.usage();
+    if let Some(last) = samples.last_mut().filter(|(i, _)| *i == n) {
+        last.1 = after;
+    }
+    idle.push(measure_idle(&hs, opts.idle));
+    let served = http_ok(local(port));
+    hs.stop();
+    let mut row = Row::new(Scenario::Hotswap { instances: 1, sockets: 1 }, None);
+    row.label = format!("hotswap, {n} reloads in a row");
+    let boot_p50 = quantile(&boots, 0.5).unwrap_or_default();
+    row.reloads = reloads;
+    row.usage = Some(after);
+    let warm = samples.get(1).map_or(before, |(_, u)| *u);
+    row.notes.push(format!(
+        "no load; the server's own boot standalone: p50 {} ({} starts); RSS {} → {} KiB ({} after 10), anonymous {} → {} KiB ({} after 10), fds {} → {}, {:.1} s in all{}",
+        ms(boot_p50),
+        boots.len(),
+        before.rss_kib,
+        after.rss_kib,
+        warm.rss_kib,
+        before.anon_kib,
+        after.anon_kib,
+        warm.anon_kib,
+        before.fds,
+        after.fds,
+        took.as_secs_f64(),
+        if served { "" } else { "; NOT answering afterwards" }
+    ));
+    ReloadScale { row, before, warm, after, samples, idle, idle_window: opts.idle, took, boots }
+}
+
+// ------------------------------------------------------------------------------------------
+// PM2 (optional)
+
+/// PM2 in cluster mode with benches/pm2/server.js, in a PM2_HOME of its own.
+struct Pm2 {
+    pm2: PathBuf,
+    home: tempfile::TempDir,
+    name: String,
+    port: u16,
+}
+
+impl Pm2 {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.pm2);
+        c.args(args)
+            .env("PM2_HOME", self.home.path())
+            .env("PORT", self.port.to_string())
+            .stdin(Stdio::null())
+            .process_group(0);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> bool {
+        match self.cmd(args).output() {
+            Ok(o) if o.status.success() => true,
+            Ok(o) => {
+                eprintln!(
+                    "reload bench: pm2 {} failed: {}{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                false
+            }
+            Err(e) => {
+                eprintln!("reload bench: pm2 {}: {e}", args.join(" "));
+                false
+            }
+        }
+    }
+
+    /// The pids PM2 knows: its daemon and every app process.
+    fn pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        if let Ok(p) = std::fs::read_to_string(self.home.path().join("pm2.pid")) {
+            pids.extend(p.trim().parse::<i32>().ok());
+        }
+        if let Ok(o) = self.cmd(&["jlist"]).output() {
+            if let Ok(serde_json::Value::Array(apps)) = serde_json::from_slice(&o.stdout) {
+                pids.extend(apps.iter().filter_map(|a| a.get("pid")?.as_i64()).map(|p| p as i32));
+            }
+        }
+        pids.retain(|p| *p > 0);
+        pids
+    }
+}
+
+impl Drop for Pm2 {
+    fn drop(&mut self) {
+        let home = self.home.path().to_path_buf();
+        live().retain(|l| !matches!(l, Live::Pm2 { home: h, .. } if *h == home));
+        let pids = self.pids();
+        let _ = self.cmd(&["kill"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+fn run_pm2(pm2: &Path, mode: Mode, instances: u32, opts: &Opts) -> Option<Row> {
+    let port = free_ports(1)[0];
+    let addr = local(port);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pm2/server.js");
+    let p = Pm2 {
+        pm2: pm2.to_path_buf(),
+        home: tempfile::tempdir().expect("tempdir"),
+        name: format!("hotswap-bench-{}", std::process::id()),
+        port,
+    };
+    let n = instances.to_string();
+    live().push(Live::Pm2 { pm2: p.pm2.clone(), home: p.home.path().to_path_buf() });
+    // --wait-ready: a new worker counts once it sent process.send('ready'); the old one then
+    // gets SIGINT and --kill-timeout to finish.
+    let started = p.run(&[
+        "start",
+        script.to_str()?,
+        "--name",
+        &p.name,
+        "-i",
+        &n,
+        "--wait-ready",
+        "--listen-timeout",
+        "10000",
+        "--kill-timeout",
+        "5000",
+    ]);
+    let deadline = Instant::now() + WAIT;
+    while started && !http_ok(addr) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !started || !http_ok(addr) {
+        println!("pm2: skipped ({} mode: the app did not start under pm2)", mode.name());
+        return None;
+    }
+    let t_load = Instant::now();
+    let handle = load::spawn_in_thread(load_config(addr, mode, opts));
+    let mut reloads = Vec::new();
+    for at in schedule(opts, t_load) {
+        sleep_until(at);
+        let t0 = Instant::now();
+        // `pm2 reload` returns once every instance was replaced (each new one ready first).
+        let ok = p.run(&["reload", &p.name]);
+        reloads.push(Reload { gone: ok.then_some(t0.elapsed()), ..Reload::asked(t0) });
+    }
+    let report = handle.finish();
+    let mut row = Row::new(Scenario::Pm2 { instances }, Some(mode));
+    row.notes.push("Node server (benches/pm2/server.js), not the Rust one: ÷ direct does not apply; reload → old gone = `pm2 reload` duration".into());
+    if let Some(daemon) = p.pids().first().and_then(|pid| Usage::of(*pid)) {
+        row.notes.push(format!(
+            "PM2 daemon peak RSS {:.1} MiB, CPU {:.0} ms",
+            daemon.hwm_kib as f64 / 1024.0,
+            daemon.cpu_ms()
+        ));
+    }
+    row.reloads = reloads;
+    row.set_load(report, opts.duration);
+    Some(row)
+}
