@@ -19,7 +19,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{
     Hotswap, descendants_of, example_bin, free_port, hotswap_bin, http_get, path_str, proc_stat,
-    wait_until,
+    started_pid, wait_until,
 };
 
 const STARTUP: Duration = Duration::from_secs(15);
@@ -29,14 +29,6 @@ fn check_env_py() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check_env.py");
     assert!(path.is_file(), "fixture {} is missing", path.display());
     path_str(&path)
-}
-
-/// The pid in a `gen N started (pids PID)` line (one instance).
-fn started_pid(line: &str) -> u32 {
-    let rest = &line[line.find("(pids ").expect("a started line") + 6..];
-    rest[..rest.find(')').expect("closing parenthesis")]
-        .parse()
-        .unwrap_or_else(|e| panic!("no single pid in {line:?}: {e}"))
 }
 
 /// `/proc/<pid>/environ` as a map; panics if a variable appears twice (which one a program

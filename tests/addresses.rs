@@ -11,32 +11,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use support::{
-    Hotswap, Response, example_bin, free_port, http_get, http_get_unix, path_str, port_is_closed,
-    run_hotswap,
+    Response, example_bin, free_port, http_get, http_get_unix, path_str, port_is_closed,
+    run_hotswap, serve_example,
 };
-
-const STARTUP: Duration = Duration::from_secs(15);
-
-/// Starts hotswap with `options` (the `--listen`s and socket options) in front of the example
-/// server, waits until generation 1 is ready and returns it with the server's pid.
-fn serve(options: &[&str]) -> (Hotswap, u32) {
-    let server = path_str(&example_bin("server"));
-    let mut args = vec!["--control", "{dir}/ctl.sock"];
-    args.extend_from_slice(options);
-    args.extend(["--", server.as_str()]);
-    let hs = Hotswap::start(&args, &[]);
-    let started = hs.wait_for_stderr("gen 1 started (pids ", STARTUP);
-    hs.wait_for_stderr("gen 1 ready", STARTUP);
-    (hs, started_pid(&started))
-}
-
-/// The pid in a `gen N started (pids PID)` line (one instance).
-fn started_pid(line: &str) -> u32 {
-    let rest = &line[line.find("(pids ").expect("a started line") + 6..];
-    rest[..rest.find(')').expect("closing parenthesis")]
-        .parse()
-        .unwrap_or_else(|e| panic!("no single pid in {line:?}: {e}"))
-}
 
 /// The example server with pid `pid`, generation 1, instance 0 answered.
 fn assert_served_by(response: &Response, pid: u32, via: &str) {
@@ -64,7 +41,7 @@ fn abstract_name() -> String {
 
 /// A bare port and `:PORT` listen on every interface, IPv4 and IPv6 on one socket.
 fn assert_dual_stack(form: &str, port: u16) {
-    let (hs, pid) = serve(&["--listen", form]);
+    let (hs, pid) = serve_example(&["--listen", form], &[]);
     let over_v4 = http_get(v4(port), "/").expect("GET over 127.0.0.1");
     assert_served_by(&over_v4, pid, "127.0.0.1");
     let over_v6 = http_get(v6(port), "/").expect("GET over [::1]");
@@ -87,7 +64,7 @@ fn a_colon_port_serves_ipv4_and_ipv6() {
 #[test]
 fn an_ipv4_address_serves_on_that_address_only() {
     let port = free_port();
-    let (_hs, pid) = serve(&["--listen", &format!("127.0.0.1:{port}")]);
+    let (_hs, pid) = serve_example(&["--listen", &format!("127.0.0.1:{port}")], &[]);
     assert_served_by(&http_get(v4(port), "/").expect("GET over 127.0.0.1"), pid, "127.0.0.1");
     assert!(port_is_closed(v6(port)), "[::1]:{port} answers, but only 127.0.0.1 was asked for");
     // SO_REUSEPORT is off unless asked for: nobody else can bind the port alongside.
@@ -101,7 +78,7 @@ fn an_ipv4_address_serves_on_that_address_only() {
 #[test]
 fn an_ipv6_address_serves_on_that_address_only() {
     let port = free_port();
-    let (_hs, pid) = serve(&["--listen", &format!("[::1]:{port}")]);
+    let (_hs, pid) = serve_example(&["--listen", &format!("[::1]:{port}")], &[]);
     assert_served_by(&http_get(v6(port), "/").expect("GET over [::1]"), pid, "[::1]");
     assert!(port_is_closed(v4(port)), "127.0.0.1:{port} answers, but only [::1] was asked for");
 }
@@ -109,14 +86,14 @@ fn an_ipv6_address_serves_on_that_address_only() {
 #[test]
 fn a_tcp_url_serves() {
     let port = free_port();
-    let (_hs, pid) = serve(&["--listen", &format!("tcp://127.0.0.1:{port}")]);
+    let (_hs, pid) = serve_example(&["--listen", &format!("tcp://127.0.0.1:{port}")], &[]);
     assert_served_by(&http_get(v4(port), "/").expect("GET"), pid, "tcp://");
 }
 
 #[test]
 fn a_udp_url_echoes_datagrams() {
     let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (_hs, pid) = serve(&["--listen", &format!("udp://127.0.0.1:{port}")]);
+    let (_hs, pid) = serve_example(&["--listen", &format!("udp://127.0.0.1:{port}")], &[]);
     let client = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP client");
     client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     client.connect(v4(port)).unwrap();
@@ -130,7 +107,7 @@ fn a_udp_url_echoes_datagrams() {
 
 #[test]
 fn a_unix_path_serves_and_is_removed_at_exit() {
-    let (mut hs, pid) = serve(&["--listen", "unix:{dir}/app.sock"]);
+    let (mut hs, pid) = serve_example(&["--listen", "unix:{dir}/app.sock"], &[]);
     let path = hs.dir().join("app.sock");
     assert_served_by(&http_get_unix(&path, "/").expect("GET over the unix socket"), pid, "unix");
     hs.signal(Signal::SIGTERM);
@@ -142,7 +119,7 @@ fn a_unix_path_serves_and_is_removed_at_exit() {
 #[test]
 fn an_abstract_unix_name_serves() {
     let name = abstract_name();
-    let (_hs, pid) = serve(&["--listen", &format!("unix:@{name}")]);
+    let (_hs, pid) = serve_example(&["--listen", &format!("unix:@{name}")], &[]);
     let at = PathBuf::from(format!("@{name}"));
     assert_served_by(&http_get_unix(&at, "/").expect("GET over @abstract"), pid, "unix:@");
 }
@@ -162,7 +139,7 @@ fn a_stale_unix_socket_file_is_replaced() {
     let path = sockets.path().join("app.sock");
     stale_socket(&path);
     // Only a new socket bound at that path can serve: the stale one refuses connections.
-    let (_hs, pid) = serve(&["--listen", &format!("unix:{}", path_str(&path))]);
+    let (_hs, pid) = serve_example(&["--listen", &format!("unix:{}", path_str(&path))], &[]);
     assert_served_by(&http_get_unix(&path, "/").expect("GET over the unix socket"), pid, "unix");
 }
 
@@ -189,7 +166,8 @@ fn a_live_unix_socket_is_refused_and_left_alone() {
 
 #[test]
 fn socket_mode_is_applied_to_the_unix_socket_file() {
-    let (_hs, pid) = serve(&["--socket-mode", "0660", "--listen", "unix:{dir}/app.sock"]);
+    let (_hs, pid) =
+        serve_example(&["--socket-mode", "0660", "--listen", "unix:{dir}/app.sock"], &[]);
     let path = _hs.dir().join("app.sock");
     let mode = std::fs::metadata(&path).expect("the socket file").permissions().mode();
     assert_eq!(mode & 0o7777, 0o660, "mode of {} is {:o}", path.display(), mode & 0o7777);
@@ -220,7 +198,7 @@ fn listen_backlog(addr: SocketAddr) -> Option<u32> {
 fn backlog_and_reuse_port_are_applied() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let (_hs, pid) = serve(&["--backlog", "7", "--reuse-port", "--listen", &listen]);
+    let (_hs, pid) = serve_example(&["--backlog", "7", "--reuse-port", "--listen", &listen], &[]);
     assert_served_by(&http_get(v4(port), "/").expect("GET"), pid, "127.0.0.1");
     match listen_backlog(v4(port)) {
         Some(backlog) => assert_eq!(backlog, 7, "the listen backlog of {listen}"),

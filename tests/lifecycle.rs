@@ -13,33 +13,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{
-    Hotswap, example_bin, free_port, http_get, path_str, pid_alive, port_is_closed, proc_stat,
-    run_hotswap, wait_until, zombies_of,
+    example_bin, free_port, http_get, path_str, pid_alive, port_is_closed, proc_stat, run_hotswap,
+    serve_example, wait_until, zombies_of,
 };
 
 const STARTUP: Duration = Duration::from_secs(15);
-
-/// Starts hotswap with `options` in front of the example server with `server_args`, waits
-/// until generation 1 is ready and returns it with the server's pid.
-fn serve(options: &[&str], server_args: &[&str]) -> (Hotswap, u32) {
-    let server = path_str(&example_bin("server"));
-    let mut args = vec!["--control", "{dir}/ctl.sock"];
-    args.extend_from_slice(options);
-    args.extend(["--", server.as_str()]);
-    args.extend_from_slice(server_args);
-    let hs = Hotswap::start(&args, &[]);
-    let started = hs.wait_for_stderr("gen 1 started (pids ", STARTUP);
-    hs.wait_for_stderr("gen 1 ready", STARTUP);
-    (hs, started_pid(&started))
-}
-
-/// The pid in a `gen N started (pids PID)` line (one instance).
-fn started_pid(line: &str) -> u32 {
-    let rest = &line[line.find("(pids ").expect("a started line") + 6..];
-    rest[..rest.find(')').expect("closing parenthesis")]
-        .parse()
-        .unwrap_or_else(|e| panic!("no single pid in {line:?}: {e}"))
-}
 
 fn local(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
@@ -94,7 +72,8 @@ fn send_accepted_request(pid: u32, port: u16, path: &str) -> TcpStream {
 fn sigterm_drains_the_request_in_flight_then_cleans_up() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let (mut hs, child) = serve(&["--pid-file", "{dir}/hotswap.pid", "--listen", &listen], &[]);
+    let (mut hs, child) =
+        serve_example(&["--pid-file", "{dir}/hotswap.pid", "--listen", &listen], &[]);
     let pid_file = hs.dir().join("hotswap.pid");
     let written = std::fs::read_to_string(&pid_file).expect("the pid file is written");
     assert_eq!(written.trim(), hs.pid().to_string(), "the pid file's content");
@@ -114,7 +93,7 @@ fn sigterm_drains_the_request_in_flight_then_cleans_up() {
 #[test]
 fn sigquit_kills_at_once() {
     let port = free_port();
-    let (mut hs, child) = serve(&["--listen", &format!("127.0.0.1:{port}")], &[]);
+    let (mut hs, child) = serve_example(&["--listen", &format!("127.0.0.1:{port}")], &[]);
     let in_flight = send_accepted_request(child, port, "/?delay=8000");
     let quit_sent = Instant::now();
     hs.signal(Signal::SIGQUIT);
@@ -156,7 +135,7 @@ fn restart_never_exits_with_the_childs_exit_code() {
 
 #[test]
 fn restart_never_exits_with_128_plus_the_signal_that_killed_the_child() {
-    let (mut hs, child) = serve(&["--restart", "never", "-l", "127.0.0.1:0"], &[]);
+    let (mut hs, child) = serve_example(&["--restart", "never", "-l", "127.0.0.1:0"], &[]);
     kill(Pid::from_raw(child as i32), Signal::SIGKILL).expect("kill the child");
     let status = hs.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(128 + Signal::SIGKILL as i32), "hotswap's exit: {status}");
@@ -167,7 +146,7 @@ fn a_crashed_child_is_restarted_and_the_port_never_refuses() {
     let port = free_port();
     // A slow boot widens the window in which no child is ready to accept.
     let (hs, first) =
-        serve(&["--listen", &format!("127.0.0.1:{port}")], &["--boot-delay", "500ms"]);
+        serve_example(&["--listen", &format!("127.0.0.1:{port}")], &["--boot-delay", "500ms"]);
     let before = http_get(local(port), "/").expect("GET before the crash");
     assert_eq!(before.pid(), Some(first), "{before:?}");
 
@@ -194,7 +173,7 @@ fn a_crashed_child_is_restarted_and_the_port_never_refuses() {
 
 #[test]
 fn an_orphaned_grandchild_is_reaped() {
-    let (hs, _child) = serve(&["-l", "127.0.0.1:0"], &["--spawn-orphan"]);
+    let (hs, _child) = serve_example(&["-l", "127.0.0.1:0"], &["--spawn-orphan"]);
     let line = hs.wait_for_stderr("orphan pid ", STARTUP);
     let orphan: i32 = line[line.find("orphan pid ").unwrap() + 11..]
         .trim()

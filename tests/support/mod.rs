@@ -547,3 +547,26 @@ pub fn port_is_closed(addr: SocketAddr) -> bool {
 pub fn path_str(p: &Path) -> String {
     p.to_str().unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display())).to_string()
 }
+
+/// The pid in a `gen N started (pids PID)` line (one instance).
+pub fn started_pid(line: &str) -> u32 {
+    let rest = &line[line.find("(pids ").expect("a started line") + 6..];
+    rest[..rest.find(')').expect("closing parenthesis")]
+        .parse()
+        .unwrap_or_else(|e| panic!("no single pid in {line:?}: {e}"))
+}
+
+/// hotswap (`--control {dir}/ctl.sock` and `options`) in front of the example server with
+/// `server_args`; waits until generation 1 is ready and returns it with the server's pid.
+pub fn serve_example(options: &[&str], server_args: &[&str]) -> (Hotswap, u32) {
+    const STARTUP: Duration = Duration::from_secs(15);
+    let server = path_str(&example_bin("server"));
+    let mut args = vec!["--control", "{dir}/ctl.sock"];
+    args.extend_from_slice(options);
+    args.extend(["--", server.as_str()]);
+    args.extend_from_slice(server_args);
+    let hs = Hotswap::start(&args, &[]);
+    let started = hs.wait_for_stderr("gen 1 started (pids ", STARTUP);
+    hs.wait_for_stderr("gen 1 ready", STARTUP);
+    (hs, started_pid(&started))
+}
