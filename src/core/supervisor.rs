@@ -522,7 +522,7 @@ impl Supervisor {
                     let after = backoff(self.failures);
                     self.failures += 1;
                     self.retry_at = Some(now + after);
-                    self.log(Notice::Restarting { generation: self.next_gen, instance: 0, after });
+                    self.log(Notice::Retrying { generation: self.next_gen, after });
                 }
             }
         }

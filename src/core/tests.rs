@@ -230,6 +230,7 @@ fn first_generation_failing_is_retried_with_backoff() {
     h.actions();
     let actions = h.exit(100, ExitStatus::Exited(1));
     assert_eq!(logs(&actions)[0], "gen 1 failed: pid 100 exited with status 1 before it was ready");
+    assert_eq!(logs(&actions)[2], "nothing serves yet: gen 2 starts in 100ms");
     assert!(h.advance(ms(99)).is_empty());
     let actions = h.advance(ms(1));
     assert_eq!(without_logs(actions), vec![spawn(2, 0)], "a failed generation uses up its number");

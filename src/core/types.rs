@@ -172,16 +172,55 @@ pub enum Outcome {
 /// Notable moments, each one log line (and a reload step for waiters).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
-    Started { generation: GenId, pids: Vec<Pid> },
-    Ready { generation: GenId, after: Duration },
-    Retiring { generation: GenId, pids: Vec<Pid> },
-    Drained { generation: GenId, after: Duration },
-    Failed { generation: GenId, reason: FailReason },
-    ChildExited { generation: GenId, instance: u32, pid: Pid, status: ExitStatus },
-    Restarting { generation: GenId, instance: u32, after: Duration },
-    Restarted { generation: GenId, instance: u32, pid: Pid },
-    Killing { generation: GenId, pid: Pid, after: Duration },
-    Stopping { pids: Vec<Pid> },
+    Started {
+        generation: GenId,
+        pids: Vec<Pid>,
+    },
+    Ready {
+        generation: GenId,
+        after: Duration,
+    },
+    Retiring {
+        generation: GenId,
+        pids: Vec<Pid>,
+    },
+    Drained {
+        generation: GenId,
+        after: Duration,
+    },
+    Failed {
+        generation: GenId,
+        reason: FailReason,
+    },
+    ChildExited {
+        generation: GenId,
+        instance: u32,
+        pid: Pid,
+        status: ExitStatus,
+    },
+    Restarting {
+        generation: GenId,
+        instance: u32,
+        after: Duration,
+    },
+    Restarted {
+        generation: GenId,
+        instance: u32,
+        pid: Pid,
+    },
+    /// No generation ever came up: the next one starts after a backoff.
+    Retrying {
+        generation: GenId,
+        after: Duration,
+    },
+    Killing {
+        generation: GenId,
+        pid: Pid,
+        after: Duration,
+    },
+    Stopping {
+        pids: Vec<Pid>,
+    },
 }
 
 impl fmt::Display for Notice {
@@ -217,6 +256,9 @@ impl fmt::Display for Notice {
             ),
             Notice::Stopping { pids } if pids.is_empty() => write!(f, "stopping"),
             Notice::Stopping { pids } => write!(f, "stopping (pids {})", fmt_pids(pids)),
+            Notice::Retrying { generation, after } => {
+                write!(f, "nothing serves yet: gen {generation} starts in {}", fmt_duration(*after))
+            }
             Notice::Restarted { generation, instance, pid } => {
                 write!(f, "gen {generation} instance {instance} restarted (pid {pid})")
             }

@@ -248,7 +248,11 @@ impl Driver {
         let unix_time = |at: Instant| wall - now.duration_since(at).as_secs_f64();
         let listeners = &self.service.listeners;
         let tcp_ports: Vec<u16> = listeners.iter().filter_map(|l| tcp_port(&l.local)).collect();
-        let unix_paths: Vec<String> = listeners.iter().map(|l| l.local.clone()).collect();
+        let unix_paths: Vec<String> = listeners
+            .iter()
+            .filter(|l| tcp_port(&l.local).is_none())
+            .map(|l| l.local.clone())
+            .collect();
         Status {
             name: self.service.name.clone(),
             pid: std::process::id(),
