@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::{ReloadArgs, StatusArgs, Target};
 use crate::control::{self, ClientError};
-use crate::protocol::control::{Reply, Request, Status};
+use crate::protocol::control::{ReloadResult, Reply, Request, Status};
 
 /// Exit codes: 0 took over, 1 rolled back, 2 usage or no such service,
 /// 3 `--timeout` passed first, 4 permission denied.
@@ -29,17 +29,17 @@ pub fn reload(args: ReloadArgs) -> i32 {
         Reply::Done { result, generation, reason } => {
             let generation = generation.map(|g| format!("gen {g} ")).unwrap_or_default();
             let reason = reason.unwrap_or_default();
-            outcome = Some(match result.as_str() {
-                "took_over" => {
+            outcome = Some(match result {
+                ReloadResult::TookOver => {
                     println!("{generation}took over");
                     0
                 }
-                "rolled_back" => {
+                ReloadResult::RolledBack => {
                     eprintln!("hotswap: reload failed, {generation}rolled back: {reason}");
                     1
                 }
-                _ => {
-                    eprintln!("hotswap: reload {result}: {reason}");
+                ReloadResult::Cancelled => {
+                    eprintln!("hotswap: reload cancelled: {reason}");
                     1
                 }
             });

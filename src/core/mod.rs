@@ -1,14 +1,20 @@
 //! The deterministic supervisor: events in, actions out.
 //!
 //! Architecture invariant: nothing in here performs I/O, reads the clock or
-//! depends on tokio, nix or libc. Time comes in as `now`; work goes out as
-//! `Action`s for the driver to perform.
+//! depends on tokio, nix or libc (`tests/tidy.rs` checks). Time comes in as
+//! `now`; work goes out as `Action`s for the driver to perform.
+#![warn(missing_docs)]
 
 mod supervisor;
+mod timers;
 mod types;
+mod waiters;
 
 #[cfg(test)]
 mod tests;
 
-pub use supervisor::{ChildSnapshot, ChildState, LastReload, Snapshot, Supervisor};
+pub use supervisor::{
+    ChildPhase, ChildSnapshot, GenerationSnapshot, GenerationState, LastReload, Snapshot,
+    Supervisor,
+};
 pub use types::*;

@@ -2,11 +2,25 @@
 //!
 //! Pure: it takes `now` and events, and queues actions. It never reads the
 //! clock and makes no syscalls, so every path is unit-tested without processes.
+//!
+//! # Calling contract
+//!
+//! - `now` never goes back between calls (the driver passes a monotonic clock).
+//! - After every `handle` or `handle_timeout`, drain `poll_action` until it
+//!   returns `None`, then read `poll_timeout`: it changes only through those
+//!   two calls, never by itself.
+//! - `handle` may be called while actions are being drained (the driver
+//!   answers a `Spawn` with `Spawned` at once); the new actions queue behind
+//!   the ones not yet taken, so the order stays the order of decisions.
+//! - `Spawn` must be answered with exactly one `Spawned` or `SpawnFailed`,
+//!   and every `Spawned` pid with exactly one `Exited` once it is reaped.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::timers::{Timer, Timers};
 use super::types::*;
+use super::waiters::Waiters;
 
 /// First delay before restarting a crashed child; doubles per quick crash.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -14,10 +28,27 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A child that ran this long before crashing restarts with the first delay again.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
+/// What the service as a whole is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Spawned, waiting for every instance to be ready until `deadline`.
-    Starting { deadline: Instant },
+enum Mode {
+    /// Generations start, serve and retire. `reload_pending`: a reload asked
+    /// for while a generation was starting runs once that one ends.
+    /// `failed_starts`: generations that failed before any served, for the
+    /// retry backoff (0 once one has served).
+    Running { reload_pending: bool, failed_starts: u32 },
+    /// Nothing serves and nothing starts: the first generation failed
+    /// `attempt` times, the next starts at `Timer::Retry`.
+    Retrying { attempt: u32 },
+    /// Exit with `code` once the last child is gone. `graceful` is false
+    /// after QUIT: children are killed, not drained.
+    Stopping { code: i32, graceful: bool },
+}
+
+/// Where a generation is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GenPhase {
+    /// Spawned; waiting for every instance to be ready (`Timer::ReadyTimeout`).
+    Starting,
     /// The generation that serves. At most one.
     Serving,
     /// Told to stop (replaced, failed, or hotswap stopping); gone when its last child is.
@@ -26,20 +57,25 @@ enum Phase {
 
 #[derive(Debug)]
 struct Generation {
-    id: GenId,
-    phase: Phase,
+    phase: GenPhase,
     started_at: Instant,
     /// Restart counts per instance, for the backoff.
     restarts: BTreeMap<u32, u32>,
+    /// `Spawn`s asked for and not answered yet: the generation is not gone
+    /// before they are, or their children would belong to nothing.
+    spawning: u32,
 }
 
+/// Where a child is in its life (deadlines live in the timer table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Drain {
-    /// Not asked to stop.
-    No,
-    /// Sent the stop signal; SIGKILL to its group at this instant.
-    Until(Instant),
-    /// SIGKILL sent to its group.
+pub enum ChildPhase {
+    /// Spawned, not ready yet.
+    Starting,
+    /// Said (or was seen to be) ready.
+    Ready,
+    /// Sent the stop signal; its process group gets SIGKILL at `Timer::Kill`.
+    Draining,
+    /// SIGKILL sent to its process group; waiting to reap it.
     Killed,
 }
 
@@ -48,111 +84,110 @@ struct Child {
     generation: GenId,
     instance: u32,
     started_at: Instant,
-    ready: bool,
-    drain: Drain,
+    phase: ChildPhase,
     status: Option<String>,
     restarts: u32,
-}
-
-#[derive(Debug)]
-struct PendingRestart {
-    generation: GenId,
-    instance: u32,
-    at: Instant,
-}
-
-/// A `reload --wait` client: which generation it waits for, then which old one to see drained.
-#[derive(Debug)]
-struct Waiter {
-    id: WaiterId,
-    /// None: the next generation to start.
-    generation: Option<GenId>,
-    /// Set once `generation` took over and `old` is draining.
-    old: Option<GenId>,
 }
 
 /// The last reload's result, for `hotswap status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LastReload {
+    /// The generation the reload started.
     pub generation: GenId,
+    /// None when it took over.
     pub failure: Option<FailReason>,
+    /// From the reload's start to its takeover or failure.
     pub duration: Duration,
 }
 
-/// How a child looks from outside, for `hotswap status`.
+/// A generation as `hotswap status` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChildState {
+pub enum GenerationState {
+    /// Waiting for its instances to be ready.
     Starting,
-    Ready,
-    Draining,
-    Killed,
+    /// Serving.
+    Serving,
+    /// Draining, failed or stopped; gone when its last child is.
+    Retiring,
 }
 
-impl ChildState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChildState::Starting => "starting",
-            ChildState::Ready => "ready",
-            ChildState::Draining => "draining",
-            ChildState::Killed => "killed",
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct ChildSnapshot {
-    pub pid: Pid,
-    pub generation: GenId,
-    pub instance: u32,
-    pub state: ChildState,
+/// One generation in a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenerationSnapshot {
+    /// Its number.
+    pub id: GenId,
+    /// Where it is in its life.
+    pub state: GenerationState,
+    /// When its first instance was asked for.
     pub started_at: Instant,
+}
+
+/// One child in a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildSnapshot {
+    /// Its pid (also its process group id).
+    pub pid: Pid,
+    /// The generation it belongs to.
+    pub generation: GenId,
+    /// Its instance number, 0..instances.
+    pub instance: u32,
+    /// Where it is in its life.
+    pub state: ChildPhase,
+    /// When it was spawned.
+    pub started_at: Instant,
+    /// How often its instance was restarted before it.
     pub restarts: u32,
+    /// The last `STATUS=` it sent.
     pub status: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+/// Everything the supervisor knows, for `hotswap status` and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
-    /// The serving generation.
-    pub generation: Option<GenId>,
+    /// Every generation that still has children or is starting or serving, oldest first.
+    pub generations: Vec<GenerationSnapshot>,
+    /// Every child not yet reaped, by pid.
     pub children: Vec<ChildSnapshot>,
+    /// The last reload's result.
     pub last_reload: Option<LastReload>,
+    /// Whether hotswap is stopping.
     pub stopping: bool,
 }
 
+impl Snapshot {
+    /// The serving generation, if one serves.
+    pub fn serving(&self) -> Option<GenId> {
+        self.generations.iter().find(|g| g.state == GenerationState::Serving).map(|g| g.id)
+    }
+}
+
+/// The supervisor of one service: see the module documentation.
 pub struct Supervisor {
     config: Config,
-    gens: Vec<Generation>,
+    mode: Mode,
+    generations: BTreeMap<GenId, Generation>,
     children: BTreeMap<Pid, Child>,
-    restarts: Vec<PendingRestart>,
-    next_gen: GenId,
-    /// A reload asked for while one was running: start another when it ends.
-    reload_pending: bool,
-    /// The first generation never came up: try a new one at this instant.
-    retry_at: Option<Instant>,
-    /// Consecutive generations that failed while none was serving.
-    failures: u32,
-    waiters: Vec<Waiter>,
-    /// Set once stopping: hotswap exits with this code when the last child is gone.
-    exit_code: Option<i32>,
+    timers: Timers,
+    waiters: Waiters,
+    next_generation: GenId,
     last_reload: Option<LastReload>,
     actions: VecDeque<Action>,
 }
 
 impl Supervisor {
-    /// A supervisor that starts generation 1 right away.
+    /// A supervisor that starts generation 1 at `now`.
+    ///
+    /// Panics if `config.instances` is 0 (the command line refuses it).
     pub fn new(config: Config, now: Instant) -> Self {
         assert!(config.instances > 0, "at least one instance");
         let mut sup = Supervisor {
             config,
-            gens: Vec::new(),
+            mode: Mode::Running { reload_pending: false, failed_starts: 0 },
+            generations: BTreeMap::new(),
             children: BTreeMap::new(),
-            restarts: Vec::new(),
-            next_gen: 1,
-            reload_pending: false,
-            retry_at: None,
-            failures: 0,
-            waiters: Vec::new(),
-            exit_code: None,
+            timers: Timers::default(),
+            waiters: Waiters::default(),
+            next_generation: 1,
             last_reload: None,
             actions: VecDeque::new(),
         };
@@ -160,72 +195,90 @@ impl Supervisor {
         sup
     }
 
+    /// Takes one event. Every mode answers every event: the table below has
+    /// no catch-all arm, so a new mode or event does not compile until each
+    /// of its cases is decided.
     pub fn handle(&mut self, now: Instant, event: Event) {
-        match event {
-            Event::Reload { waiter } => self.on_reload(now, waiter),
-            Event::Stop { graceful } => self.begin_stop(now, graceful, 0),
-            Event::Forward { signal } => {
-                let pids = self.pids_of(self.serving());
-                for pid in pids {
-                    self.actions.push_back(Action::Signal { pid, signal });
+        use Mode::*;
+        match (self.mode, event) {
+            (Running { reload_pending, failed_starts }, Event::Reload { waiter }) => {
+                if let Some(id) = waiter {
+                    self.waiters.add(id);
+                }
+                if self.starting().is_some() {
+                    // Coalesce: one more reload after this one, so the newest code wins.
+                    if !reload_pending {
+                        self.mode = Running { reload_pending: true, failed_starts };
+                    }
+                } else {
+                    self.start_generation(now);
                 }
             }
-            Event::Spawned { generation, instance, pid } => {
-                self.on_spawned(now, generation, instance, pid)
+            (Retrying { attempt }, Event::Reload { waiter }) => {
+                if let Some(id) = waiter {
+                    self.waiters.add(id);
+                }
+                self.timers.cancel(Timer::Retry);
+                self.mode = Running { reload_pending: false, failed_starts: attempt };
+                self.start_generation(now);
             }
-            Event::SpawnFailed { generation, instance, status, reason } => {
-                self.on_spawn_failed(now, generation, instance, status, reason)
+            (Stopping { .. }, Event::Reload { waiter }) => {
+                if let Some(waiter) = waiter {
+                    self.push(Action::Finish { waiter, outcome: Outcome::Cancelled });
+                }
             }
-            Event::Ready { pid } => self.on_ready(now, pid),
-            Event::Status { pid, text } => {
+
+            (Running { .. } | Retrying { .. }, Event::Stop { graceful }) => {
+                self.begin_stop(now, graceful, 0)
+            }
+            (Stopping { code, graceful: was_graceful }, Event::Stop { graceful }) => {
+                // A second TERM changes nothing; QUIT escalates a graceful stop.
+                if was_graceful && !graceful {
+                    self.mode = Stopping { code, graceful: false };
+                    self.kill_all();
+                }
+            }
+
+            (Running { .. }, Event::Forward { signal }) => {
+                for pid in self.pids_of(self.serving()) {
+                    self.push(Action::Signal { pid, signal });
+                }
+            }
+            // Nothing serves: nobody to forward to.
+            (Retrying { .. } | Stopping { .. }, Event::Forward { .. }) => {}
+
+            // The generation's phase decides, whatever the mode.
+            (
+                Running { .. } | Retrying { .. } | Stopping { .. },
+                Event::Spawned { generation, instance, pid },
+            ) => self.on_spawned(now, generation, instance, pid),
+            (
+                Running { .. } | Retrying { .. } | Stopping { .. },
+                Event::SpawnFailed { generation, instance, status, reason },
+            ) => self.on_spawn_failed(now, generation, instance, status, reason),
+            (Running { .. } | Retrying { .. }, Event::Ready { pid }) => self.on_ready(now, pid),
+            // Every child drains while stopping: readiness no longer matters.
+            (Stopping { .. }, Event::Ready { .. }) => {}
+
+            (Running { .. } | Retrying { .. } | Stopping { .. }, Event::Status { pid, text }) => {
                 if let Some(child) = self.children.get_mut(&pid) {
                     child.status = Some(text);
                 }
             }
-            Event::Exited { pid, status } => self.on_exited(now, pid, status),
-            Event::WaiterGone { waiter } => self.waiters.retain(|w| w.id != waiter),
+            (Running { .. } | Retrying { .. } | Stopping { .. }, Event::Exited { pid, status }) => {
+                self.on_exited(now, pid, status)
+            }
+            (Running { .. } | Retrying { .. } | Stopping { .. }, Event::WaiterGone { waiter }) => {
+                self.waiters.remove(waiter)
+            }
         }
     }
 
-    /// Call when `poll_timeout` has passed.
+    /// Fires every timer due at `now`, in deadline order. Call when
+    /// `poll_timeout` has passed; calling early does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(delay) = self.config.ready_delay {
-            let due: Vec<Pid> = self
-                .children
-                .iter()
-                .filter(|(_, c)| !c.ready && c.drain == Drain::No && c.started_at + delay <= now)
-                .map(|(pid, _)| *pid)
-                .collect();
-            for pid in due {
-                self.on_ready(now, pid);
-            }
-        }
-        if let Some(generation) = self.starting().filter(|&g| self.deadline_of(g) <= now) {
-            let after = self.config.ready_timeout;
-            self.fail_generation(now, generation, FailReason::NotReady { after });
-        }
-        let overdue: Vec<Pid> = self
-            .children
-            .iter()
-            .filter(|(_, c)| matches!(c.drain, Drain::Until(at) if at <= now))
-            .map(|(pid, _)| *pid)
-            .collect();
-        for pid in overdue {
-            let child = self.children.get_mut(&pid).expect("listed above");
-            child.drain = Drain::Killed;
-            let (generation, after) = (child.generation, self.config.drain_timeout);
-            self.log(Notice::Killing { generation, pid, after });
-            self.actions.push_back(Action::KillGroup { pgid: pid });
-        }
-        let (due, later): (Vec<_>, Vec<_>) = self.restarts.drain(..).partition(|r| r.at <= now);
-        self.restarts = later;
-        for r in due {
-            self.actions
-                .push_back(Action::Spawn { generation: r.generation, instance: r.instance });
-        }
-        if self.retry_at.is_some_and(|at| at <= now) {
-            self.retry_at = None;
-            self.start_generation(now);
+        while let Some(timer) = self.timers.pop_due(now) {
+            self.on_timer(now, timer);
         }
     }
 
@@ -234,32 +287,14 @@ impl Supervisor {
         self.actions.pop_front()
     }
 
-    /// When `handle_timeout` should be called next, if ever.
+    /// When `handle_timeout` should be called next; None at steady state.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let starting = self.starting().map(|g| self.deadline_of(g));
-        let ready_delays = self.config.ready_delay.into_iter().flat_map(|delay| {
-            self.children
-                .values()
-                .filter(|c| !c.ready && c.drain == Drain::No)
-                .map(move |c| c.started_at + delay)
-        });
-        let kills = self.children.values().filter_map(|c| match c.drain {
-            Drain::Until(at) => Some(at),
-            _ => None,
-        });
-        let restarts = self.restarts.iter().map(|r| r.at);
-        starting
-            .into_iter()
-            .chain(ready_delays)
-            .chain(kills)
-            .chain(restarts)
-            .chain(self.retry_at)
-            .min()
+        self.timers.next()
     }
 
     /// True once hotswap has decided to exit (it does when the last child is gone).
     pub fn is_stopping(&self) -> bool {
-        self.exit_code.is_some()
+        matches!(self.mode, Mode::Stopping { .. })
     }
 
     /// Whether `pid` is a child hotswap spawned (and has not yet reaped).
@@ -267,7 +302,21 @@ impl Supervisor {
         self.children.contains_key(&pid)
     }
 
+    /// Every generation and child as they stand.
     pub fn snapshot(&self) -> Snapshot {
+        let generations = self
+            .generations
+            .iter()
+            .map(|(&id, g)| GenerationSnapshot {
+                id,
+                state: match g.phase {
+                    GenPhase::Starting => GenerationState::Starting,
+                    GenPhase::Serving => GenerationState::Serving,
+                    GenPhase::Retiring { .. } => GenerationState::Retiring,
+                },
+                started_at: g.started_at,
+            })
+            .collect();
         let children = self
             .children
             .iter()
@@ -275,19 +324,14 @@ impl Supervisor {
                 pid,
                 generation: c.generation,
                 instance: c.instance,
-                state: match c.drain {
-                    Drain::No if c.ready => ChildState::Ready,
-                    Drain::No => ChildState::Starting,
-                    Drain::Until(_) => ChildState::Draining,
-                    Drain::Killed => ChildState::Killed,
-                },
+                state: c.phase,
                 started_at: c.started_at,
                 restarts: c.restarts,
                 status: c.status.clone(),
             })
             .collect();
         Snapshot {
-            generation: self.serving(),
+            generations,
             children,
             last_reload: self.last_reload.clone(),
             stopping: self.is_stopping(),
@@ -296,52 +340,75 @@ impl Supervisor {
 
     // ---- inputs ----
 
-    fn on_reload(&mut self, now: Instant, waiter: Option<WaiterId>) {
-        if self.is_stopping() {
-            if let Some(id) = waiter {
-                self.actions.push_back(Action::Finish { waiter: id, outcome: Outcome::Cancelled });
+    fn on_timer(&mut self, now: Instant, timer: Timer) {
+        use Mode::*;
+        match (self.mode, timer) {
+            (Running { .. }, Timer::ReadyTimeout(generation)) => {
+                let after = self.config.ready_timeout;
+                self.fail_generation(now, generation, FailReason::NotReady { after });
             }
-            return;
-        }
-        if let Some(id) = waiter {
-            self.waiters.push(Waiter { id, generation: None, old: None });
-        }
-        if self.starting().is_some() {
-            // Coalesce: one more reload after this one, so the newest code wins.
-            self.reload_pending = true;
-        } else {
-            self.retry_at = None;
-            self.start_generation(now);
+            // Retiring a generation cancels its ready timeout.
+            (Retrying { .. } | Stopping { .. }, Timer::ReadyTimeout(_)) => {}
+            (Running { .. } | Retrying { .. }, Timer::ReadyDelay(pid)) => self.on_ready(now, pid),
+            (Stopping { .. }, Timer::ReadyDelay(_)) => {}
+            (Running { .. } | Retrying { .. } | Stopping { .. }, Timer::Kill(pid)) => {
+                let child = self.children.get_mut(&pid).expect("a kill timer is for a live child");
+                child.phase = ChildPhase::Killed;
+                let (generation, after) = (child.generation, self.config.drain_timeout);
+                self.log(Notice::Killing { generation, pid, after });
+                self.push(Action::KillGroup { pgid: pid });
+            }
+            (Running { .. }, Timer::Restart { generation, instance }) => {
+                self.spawn(generation, instance)
+            }
+            // A restart is cancelled when its generation retires or hotswap stops.
+            (Retrying { .. } | Stopping { .. }, Timer::Restart { .. }) => {}
+            (Retrying { attempt }, Timer::Retry) => {
+                self.mode = Running { reload_pending: false, failed_starts: attempt };
+                self.start_generation(now);
+            }
+            (Running { .. } | Stopping { .. }, Timer::Retry) => {}
         }
     }
 
     fn on_spawned(&mut self, now: Instant, generation: GenId, instance: u32, pid: Pid) {
-        let restarts = self
-            .generation(generation)
-            .and_then(|g| g.restarts.get(&instance).copied())
-            .unwrap_or(0);
+        self.answered(generation);
+        let g = self.generations.get(&generation);
+        let restarts = g.and_then(|g| g.restarts.get(&instance).copied()).unwrap_or(0);
+        let phase = g.map(|g| g.phase);
         self.children.insert(
             pid,
             Child {
                 generation,
                 instance,
                 started_at: now,
-                ready: false,
-                drain: Drain::No,
+                phase: ChildPhase::Starting,
                 status: None,
                 restarts,
             },
         );
-        match self.generation(generation).map(|g| g.phase) {
-            Some(Phase::Starting { .. }) => {
-                let pids = self.pids_of(Some(generation));
-                if pids.len() == self.config.instances as usize {
+        match phase {
+            Some(GenPhase::Starting) => {
+                if let Some(delay) = self.config.ready_delay {
+                    self.timers.set(Timer::ReadyDelay(pid), now + delay);
+                }
+                // One instance at a time: a generation that fails spawns no more.
+                if instance + 1 < self.config.instances {
+                    self.spawn(generation, instance + 1);
+                } else {
+                    let pids = self.pids_of(Some(generation));
                     self.report(generation, Notice::Started { generation, pids });
                 }
             }
-            Some(Phase::Serving) => self.log(Notice::Restarted { generation, instance, pid }),
+            Some(GenPhase::Serving) => {
+                if let Some(delay) = self.config.ready_delay {
+                    self.timers.set(Timer::ReadyDelay(pid), now + delay);
+                }
+                self.log(Notice::Restarted { generation, instance, pid })
+            }
             // Its generation ended while the spawn was under way.
-            Some(Phase::Retiring { .. }) | None => self.retire_child(now, pid),
+            Some(GenPhase::Retiring { .. }) => self.end_child(now, pid),
+            None => unreachable!("a generation with a spawn outstanding is kept"),
         }
     }
 
@@ -350,30 +417,37 @@ impl Supervisor {
         now: Instant,
         generation: GenId,
         instance: u32,
-        status: ExitStatus,
+        status: Option<ExitStatus>,
         reason: String,
     ) {
-        match self.generation(generation).map(|g| g.phase) {
-            Some(Phase::Starting { .. }) => {
+        self.answered(generation);
+        match self.generations.get(&generation).map(|g| g.phase) {
+            Some(GenPhase::Starting) => {
                 self.fail_generation(now, generation, FailReason::SpawnFailed { status, reason })
             }
-            Some(Phase::Serving) => self.on_crash(now, generation, instance, status, now),
-            Some(Phase::Retiring { .. }) | None => {}
+            Some(GenPhase::Serving) => {
+                let status = status.unwrap_or(ExitStatus::Exited(1));
+                self.on_crash(now, generation, instance, status, now)
+            }
+            Some(GenPhase::Retiring { .. }) => self.forget_if_gone(now, generation),
+            None => {}
         }
     }
 
     fn on_ready(&mut self, now: Instant, pid: Pid) {
-        let Some(child) = self.children.get_mut(&pid) else {
-            return;
-        };
-        if child.ready || child.drain != Drain::No {
+        let Some(child) = self.children.get_mut(&pid) else { return };
+        if child.phase != ChildPhase::Starting {
             return;
         }
-        child.ready = true;
+        child.phase = ChildPhase::Ready;
         let generation = child.generation;
+        self.timers.cancel(Timer::ReadyDelay(pid));
         if self.starting() == Some(generation) {
-            let ready =
-                self.children.values().filter(|c| c.generation == generation && c.ready).count();
+            let ready = self
+                .children
+                .values()
+                .filter(|c| c.generation == generation && c.phase == ChildPhase::Ready)
+                .count();
             if ready == self.config.instances as usize {
                 self.take_over(now, generation);
             }
@@ -381,27 +455,28 @@ impl Supervisor {
     }
 
     fn on_exited(&mut self, now: Instant, pid: Pid, status: ExitStatus) {
-        let Some(child) = self.children.remove(&pid) else {
-            return;
-        };
+        let Some(child) = self.children.remove(&pid) else { return };
+        self.timers.cancel(Timer::Kill(pid));
+        self.timers.cancel(Timer::ReadyDelay(pid));
         // A stop begun below queues its own Exit when nothing is left.
         let was_stopping = self.is_stopping();
         let generation = child.generation;
-        match self.generation(generation).map(|g| g.phase) {
-            Some(Phase::Starting { .. }) => {
+        match self.generations.get(&generation).map(|g| g.phase) {
+            Some(GenPhase::Starting) => {
                 self.fail_generation(now, generation, FailReason::Exited { pid, status })
             }
-            Some(Phase::Serving) => {
+            Some(GenPhase::Serving) => {
                 let instance = child.instance;
                 self.log(Notice::ChildExited { generation, instance, pid, status });
                 self.on_crash(now, generation, instance, status, child.started_at);
             }
-            Some(Phase::Retiring { .. }) | None => {}
+            Some(GenPhase::Retiring { .. }) | None => {}
         }
         self.forget_if_gone(now, generation);
-        if was_stopping && self.children.is_empty() {
-            let code = self.exit_code.expect("stopping");
-            self.actions.push_back(Action::Exit { code });
+        if let Mode::Stopping { code, .. } = self.mode {
+            if was_stopping && self.children.is_empty() {
+                self.push(Action::Exit { code });
+            }
         }
     }
 
@@ -420,14 +495,14 @@ impl Supervisor {
             Restart::Never => false,
         };
         if restart {
-            let g = self.generation_mut(generation).expect("serving generation exists");
+            let g = self.generations.get_mut(&generation).expect("serving generation exists");
             let count = g.restarts.entry(instance).or_insert(0);
             if now.duration_since(started_at) >= STABLE_AFTER {
                 *count = 0;
             }
             let after = backoff(*count);
             *count += 1;
-            self.restarts.push(PendingRestart { generation, instance, at: now + after });
+            self.timers.set(Timer::Restart { generation, instance }, now + after);
             self.log(Notice::Restarting { generation, instance, after });
         } else if self.is_idle(generation) && self.starting().is_none() {
             // Nothing left to serve and nothing coming: exit with the child's status.
@@ -438,59 +513,60 @@ impl Supervisor {
     // ---- transitions ----
 
     fn start_generation(&mut self, now: Instant) {
-        let generation = self.next_gen;
-        self.next_gen += 1;
-        let deadline = now + self.config.ready_timeout;
-        self.gens.push(Generation {
-            id: generation,
-            phase: Phase::Starting { deadline },
-            started_at: now,
-            restarts: BTreeMap::new(),
-        });
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.generations.insert(
+            generation,
+            Generation {
+                phase: GenPhase::Starting,
+                started_at: now,
+                restarts: BTreeMap::new(),
+                spawning: 0,
+            },
+        );
+        self.timers.set(Timer::ReadyTimeout(generation), now + self.config.ready_timeout);
         if self.serving().is_some() {
-            self.actions.push_back(Action::Upstream(Upstream::Reloading));
+            self.push(Action::Upstream(Upstream::Reloading));
         }
-        for waiter in self.waiters.iter_mut().filter(|w| w.generation.is_none()) {
-            waiter.generation = Some(generation);
-        }
-        for instance in 0..self.config.instances {
-            self.actions.push_back(Action::Spawn { generation, instance });
-        }
+        self.waiters.attach(generation);
+        // Instance 0 now; each next one once the previous is spawned.
+        self.spawn(generation, 0);
     }
 
     /// Every instance of `generation` is ready: it serves now, the old one retires.
     fn take_over(&mut self, now: Instant, generation: GenId) {
         let old = self.serving();
-        let g = self.generation_mut(generation).expect("starting generation exists");
-        g.phase = Phase::Serving;
+        let g = self.generations.get_mut(&generation).expect("starting generation exists");
+        g.phase = GenPhase::Serving;
         let after = now.duration_since(g.started_at);
-        self.failures = 0;
+        self.timers.cancel(Timer::ReadyTimeout(generation));
+        if let Mode::Running { reload_pending, .. } = self.mode {
+            self.mode = Mode::Running { reload_pending, failed_starts: 0 };
+        }
         self.report(generation, Notice::Ready { generation, after });
         if let Some(old) = old {
             self.last_reload = Some(LastReload { generation, failure: None, duration: after });
             let pids = self.pids_of(Some(old));
             self.report(generation, Notice::Retiring { generation: old, pids });
-            for waiter in self.waiters.iter_mut().filter(|w| w.generation == Some(generation)) {
-                waiter.old = Some(old);
-            }
+            self.waiters.took_over(generation, old);
             self.retire_generation(now, old);
         } else {
-            self.finish(generation, Outcome::TookOver { generation });
+            let finished = self.waiters.finish(generation, &Outcome::TookOver { generation });
+            self.actions.extend(finished);
         }
         let pids = self.pids_of(Some(generation));
         let status = format!("gen {generation} serving (pids {})", fmt_pids(&pids));
-        self.actions.push_back(Action::Upstream(Upstream::Ready { status }));
+        self.push(Action::Upstream(Upstream::Ready { status }));
         self.start_pending_reload(now);
     }
 
     /// `generation` did not come up: retire it; the serving generation, if any, goes on untouched.
     fn fail_generation(&mut self, now: Instant, generation: GenId, reason: FailReason) {
-        // Spawns of this generation not yet performed are moot.
-        self.actions
-            .retain(|a| !matches!(a, Action::Spawn { generation: g, .. } if *g == generation));
         self.log(Notice::Failed { generation, reason: reason.clone() });
-        let started_at = self.generation(generation).expect("failing generation exists").started_at;
-        self.finish(generation, Outcome::RolledBack { generation, reason: reason.clone() });
+        let started_at = self.generations[&generation].started_at;
+        let outcome = Outcome::RolledBack { generation, reason: reason.clone() };
+        let finished = self.waiters.finish(generation, &outcome);
+        self.actions.extend(finished);
         self.retire_generation(now, generation);
         if let Some(serving) = self.serving() {
             self.last_reload = Some(LastReload {
@@ -500,193 +576,167 @@ impl Supervisor {
             });
             let status =
                 format!("reload to gen {generation} failed: {reason}; gen {serving} still serving");
-            self.actions.push_back(Action::Upstream(Upstream::Ready { status }));
+            self.push(Action::Upstream(Upstream::Ready { status }));
             self.start_pending_reload(now);
             return;
         }
         // Nothing serves yet: the service is not up.
+        let Mode::Running { reload_pending, failed_starts } = self.mode else {
+            unreachable!("a generation fails only while running")
+        };
         match self.config.restart {
             Restart::Never => {
                 let code = match reason {
-                    FailReason::Exited { status, .. } | FailReason::SpawnFailed { status, .. } => {
-                        status.code()
-                    }
+                    FailReason::Exited { status, .. } => status.code(),
+                    FailReason::SpawnFailed { status, .. } => status.map_or(1, ExitStatus::code),
                     FailReason::NotReady { .. } => 1,
                 };
                 self.begin_stop(now, true, code);
             }
+            Restart::OnFailure | Restart::Always if reload_pending => {
+                self.mode =
+                    Mode::Running { reload_pending: false, failed_starts: failed_starts + 1 };
+                self.start_generation(now);
+            }
             Restart::OnFailure | Restart::Always => {
-                if self.reload_pending {
-                    self.start_pending_reload(now);
-                } else {
-                    let after = backoff(self.failures);
-                    self.failures += 1;
-                    self.retry_at = Some(now + after);
-                    self.log(Notice::Retrying { generation: self.next_gen, after });
-                }
+                let after = backoff(failed_starts);
+                self.mode = Mode::Retrying { attempt: failed_starts + 1 };
+                self.timers.set(Timer::Retry, now + after);
+                self.log(Notice::Retrying { generation: self.next_generation, after });
             }
         }
     }
 
     fn start_pending_reload(&mut self, now: Instant) {
-        if self.reload_pending && !self.is_stopping() {
-            self.reload_pending = false;
+        if let Mode::Running { reload_pending: true, failed_starts } = self.mode {
+            self.mode = Mode::Running { reload_pending: false, failed_starts };
             self.start_generation(now);
         }
     }
 
     /// Stop-signal to every child of `generation`, SIGKILL to their groups at drain timeout.
     fn retire_generation(&mut self, now: Instant, generation: GenId) {
-        if let Some(g) = self.generation_mut(generation) {
-            g.phase = Phase::Retiring { since: now };
+        let g = self.generations.get_mut(&generation).expect("retiring a known generation");
+        if !matches!(g.phase, GenPhase::Retiring { .. }) {
+            g.phase = GenPhase::Retiring { since: now };
         }
-        self.restarts.retain(|r| r.generation != generation);
+        self.timers.cancel(Timer::ReadyTimeout(generation));
+        self.timers.cancel_where(
+            |t| matches!(t, Timer::Restart { generation: g, .. } if *g == generation),
+        );
         for pid in self.pids_of(Some(generation)) {
-            self.retire_child(now, pid);
+            self.end_child(now, pid);
         }
         self.forget_if_gone(now, generation);
     }
 
-    fn retire_child(&mut self, now: Instant, pid: Pid) {
-        let child = self.children.get_mut(&pid).expect("retiring a known child");
-        if child.drain == Drain::No {
-            child.drain = Drain::Until(now + self.config.drain_timeout);
-            let signal = self.config.stop_signal;
-            self.actions.push_back(Action::Signal { pid, signal });
+    /// A child whose generation ended: drained (stop signal, SIGKILL at the
+    /// drain timeout), or killed at once after QUIT.
+    fn end_child(&mut self, now: Instant, pid: Pid) {
+        if matches!(self.mode, Mode::Stopping { graceful: false, .. }) {
+            return self.kill_child(pid);
+        }
+        let child = self.children.get_mut(&pid).expect("ending a known child");
+        match child.phase {
+            ChildPhase::Starting | ChildPhase::Ready => {
+                child.phase = ChildPhase::Draining;
+                self.timers.cancel(Timer::ReadyDelay(pid));
+                self.timers.set(Timer::Kill(pid), now + self.config.drain_timeout);
+                let signal = self.config.stop_signal;
+                self.push(Action::Signal { pid, signal });
+            }
+            ChildPhase::Draining | ChildPhase::Killed => {}
+        }
+    }
+
+    fn kill_child(&mut self, pid: Pid) {
+        let child = self.children.get_mut(&pid).expect("killing a known child");
+        if child.phase != ChildPhase::Killed {
+            child.phase = ChildPhase::Killed;
+            self.timers.cancel(Timer::Kill(pid));
+            self.timers.cancel(Timer::ReadyDelay(pid));
+            self.push(Action::KillGroup { pgid: pid });
         }
     }
 
     /// A retiring generation with no child left is gone.
     fn forget_if_gone(&mut self, now: Instant, generation: GenId) {
-        let Some(g) = self.generation(generation) else {
-            return;
-        };
-        let Phase::Retiring { since } = g.phase else {
-            return;
-        };
-        if self.children.values().any(|c| c.generation == generation) {
+        let Some(g) = self.generations.get(&generation) else { return };
+        let GenPhase::Retiring { since } = g.phase else { return };
+        if g.spawning > 0 || self.children.values().any(|c| c.generation == generation) {
             return;
         }
-        self.gens.retain(|g| g.id != generation);
+        self.generations.remove(&generation);
         let after = now.duration_since(since);
         self.log(Notice::Drained { generation, after });
-        let done: Vec<(WaiterId, GenId)> = self
-            .waiters
-            .iter()
-            .filter(|w| w.old == Some(generation))
-            .map(|w| (w.id, w.generation.expect("a waiter with an old generation has a new one")))
-            .collect();
-        for (waiter, new) in done {
-            let notice = Notice::Drained { generation, after };
-            self.actions.push_back(Action::Report { waiter, notice });
-            self.actions.push_back(Action::Finish {
-                waiter,
-                outcome: Outcome::TookOver { generation: new },
-            });
-        }
-        self.waiters.retain(|w| w.old != Some(generation));
+        let drained = self.waiters.drained(generation, after);
+        self.actions.extend(drained);
     }
 
     fn begin_stop(&mut self, now: Instant, graceful: bool, code: i32) {
-        if self.is_stopping() {
-            if !graceful {
-                self.kill_all();
-            }
-            return;
-        }
-        self.exit_code = Some(code);
-        // Spawns not yet performed are moot.
-        self.actions.retain(|a| !matches!(a, Action::Spawn { .. }));
-        self.actions.push_back(Action::Upstream(Upstream::Stopping));
+        self.mode = Mode::Stopping { code, graceful };
+        self.push(Action::Upstream(Upstream::Stopping));
         self.log(Notice::Stopping { pids: self.children.keys().copied().collect() });
-        self.restarts.clear();
-        self.retry_at = None;
-        self.reload_pending = false;
-        for waiter in std::mem::take(&mut self.waiters) {
-            self.actions
-                .push_back(Action::Finish { waiter: waiter.id, outcome: Outcome::Cancelled });
-        }
-        for g in &mut self.gens {
-            if !matches!(g.phase, Phase::Retiring { .. }) {
-                g.phase = Phase::Retiring { since: now };
-            }
-        }
-        if graceful {
-            let pids: Vec<Pid> = self.children.keys().copied().collect();
-            for pid in pids {
-                self.retire_child(now, pid);
-            }
-        } else {
-            self.kill_all();
+        // Only the kills of draining children stay: nothing starts or restarts now.
+        self.timers.cancel_where(|t| !matches!(t, Timer::Kill(_)));
+        let cancelled = self.waiters.cancel_all();
+        self.actions.extend(cancelled);
+        let ids: Vec<GenId> = self.generations.keys().copied().collect();
+        for generation in ids {
+            self.retire_generation(now, generation);
         }
         if self.children.is_empty() {
-            self.actions.push_back(Action::Exit { code });
+            self.push(Action::Exit { code });
         }
     }
 
     fn kill_all(&mut self) {
-        for (&pid, child) in self.children.iter_mut() {
-            if child.drain != Drain::Killed {
-                child.drain = Drain::Killed;
-                self.actions.push_back(Action::KillGroup { pgid: pid });
-            }
+        let pids: Vec<Pid> = self.children.keys().copied().collect();
+        for pid in pids {
+            self.kill_child(pid);
         }
     }
 
     // ---- helpers ----
 
+    fn spawn(&mut self, generation: GenId, instance: u32) {
+        let g = self.generations.get_mut(&generation).expect("spawning into a known generation");
+        g.spawning += 1;
+        self.push(Action::Spawn { generation, instance });
+    }
+
+    /// A `Spawn` of `generation` was answered.
+    fn answered(&mut self, generation: GenId) {
+        if let Some(g) = self.generations.get_mut(&generation) {
+            g.spawning = g.spawning.saturating_sub(1);
+        }
+    }
+
+    fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
     fn log(&mut self, notice: Notice) {
-        self.actions.push_back(Action::Log(notice));
+        self.push(Action::Log(notice));
     }
 
     /// Log a step of `generation`'s reload and tell the clients waiting for it.
     fn report(&mut self, generation: GenId, notice: Notice) {
-        for waiter in self.waiters.iter().filter(|w| w.generation == Some(generation)) {
-            let notice = notice.clone();
-            self.actions.push_back(Action::Report { waiter: waiter.id, notice });
-        }
+        let reports = self.waiters.report(generation, &notice);
+        self.actions.extend(reports);
         self.log(notice);
     }
 
-    /// End the reload of `generation` for the clients that wait only for that.
-    fn finish(&mut self, generation: GenId, outcome: Outcome) {
-        let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|w| w.generation == Some(generation));
-        self.waiters = rest;
-        for waiter in done {
-            let outcome = outcome.clone();
-            self.actions.push_back(Action::Finish { waiter: waiter.id, outcome });
-        }
-    }
-
-    fn generation(&self, generation: GenId) -> Option<&Generation> {
-        self.gens.iter().find(|g| g.id == generation)
-    }
-
-    fn generation_mut(&mut self, generation: GenId) -> Option<&mut Generation> {
-        self.gens.iter_mut().find(|g| g.id == generation)
-    }
-
     fn serving(&self) -> Option<GenId> {
-        self.gens.iter().find(|g| g.phase == Phase::Serving).map(|g| g.id)
+        self.generations.iter().find(|(_, g)| g.phase == GenPhase::Serving).map(|(&id, _)| id)
     }
 
     fn starting(&self) -> Option<GenId> {
-        self.gens.iter().find(|g| matches!(g.phase, Phase::Starting { .. })).map(|g| g.id)
-    }
-
-    fn deadline_of(&self, generation: GenId) -> Instant {
-        match self.generation(generation).map(|g| g.phase) {
-            Some(Phase::Starting { deadline }) => deadline,
-            other => unreachable!("gen {generation} is not starting: {other:?}"),
-        }
+        self.generations.iter().find(|(_, g)| g.phase == GenPhase::Starting).map(|(&id, _)| id)
     }
 
     fn pids_of(&self, generation: Option<GenId>) -> Vec<Pid> {
-        let Some(generation) = generation else {
-            return Vec::new();
-        };
+        let Some(generation) = generation else { return Vec::new() };
         self.children
             .iter()
             .filter(|(_, c)| c.generation == generation)
@@ -697,10 +747,13 @@ impl Supervisor {
     /// No child of `generation` runs and none is about to be restarted.
     fn is_idle(&self, generation: GenId) -> bool {
         !self.children.values().any(|c| c.generation == generation)
-            && !self.restarts.iter().any(|r| r.generation == generation)
+            && !self
+                .timers
+                .any(|t| matches!(t, Timer::Restart { generation: g, .. } if *g == generation))
     }
 }
 
+/// The wait before restart `attempt` (0-based): 100 ms doubling, at most 10 s.
 fn backoff(attempt: u32) -> Duration {
     BACKOFF_START.saturating_mul(1 << attempt.min(16)).min(BACKOFF_MAX)
 }

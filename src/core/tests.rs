@@ -32,12 +32,20 @@ struct Harness {
     next_pid: Pid,
     /// (generation, instance, pid) of every spawn.
     spawned: Vec<(GenId, u32, Pid)>,
+    /// Answer the next `Spawn` with `SpawnFailed` (an exec that failed).
+    fail_next_spawn: bool,
 }
 
 impl Harness {
     fn new(config: Config) -> Self {
         let now = Instant::now();
-        Harness { sup: Supervisor::new(config, now), now, next_pid: 100, spawned: Vec::new() }
+        Harness {
+            sup: Supervisor::new(config, now),
+            now,
+            next_pid: 100,
+            spawned: Vec::new(),
+            fail_next_spawn: false,
+        }
     }
 
     /// Everything the supervisor asked for since the last call.
@@ -45,6 +53,14 @@ impl Harness {
         let mut out = Vec::new();
         while let Some(action) = self.sup.poll_action() {
             if let Action::Spawn { generation, instance } = action {
+                if std::mem::take(&mut self.fail_next_spawn) {
+                    let status = Some(ExitStatus::Exited(127));
+                    let reason = "command not found: app".to_string();
+                    let failed = Event::SpawnFailed { generation, instance, status, reason };
+                    self.sup.handle(self.now, failed);
+                    out.push(action);
+                    continue;
+                }
                 let pid = self.next_pid;
                 self.next_pid += 1;
                 self.spawned.push((generation, instance, pid));
@@ -123,14 +139,14 @@ fn start_spawns_generation_one_and_reports_ready_once() {
     let actions = h.actions();
     assert_eq!(without_logs(actions.clone()), vec![spawn(1, 0)]);
     assert_eq!(logs(&actions), vec!["gen 1 started (pids 100)"]);
-    assert_eq!(h.sup.snapshot().generation, None, "not serving before ready");
+    assert_eq!(h.sup.snapshot().serving(), None, "not serving before ready");
 
     let actions = h.advance(ms(40));
     assert!(actions.is_empty(), "nothing happens while waiting: {actions:?}");
     let actions = h.ready(100);
     assert_eq!(logs(&actions), vec!["gen 1 ready after 40ms"]);
     assert_eq!(without_logs(actions), vec![upstream_ready("gen 1 serving (pids 100)")]);
-    assert_eq!(h.sup.snapshot().generation, Some(1));
+    assert_eq!(h.sup.snapshot().serving(), Some(1));
     assert!(h.ready(100).is_empty(), "a second READY=1 changes nothing");
 }
 
@@ -241,7 +257,7 @@ fn first_generation_failing_under_never_exits_with_its_status() {
     let now = Instant::now();
     let mut sup = Supervisor::new(Config { restart: Restart::Never, ..config() }, now);
     assert_eq!(sup.poll_action(), Some(spawn(1, 0)));
-    let status = ExitStatus::Exited(127);
+    let status = Some(ExitStatus::Exited(127));
     let reason = "No such file or directory".to_string();
     sup.handle(now, Event::SpawnFailed { generation: 1, instance: 0, status, reason });
     let actions: Vec<Action> = std::iter::from_fn(|| sup.poll_action()).collect();
@@ -255,7 +271,7 @@ fn graceful_stop_drains_then_kills_the_group_at_the_timeout() {
     let mut h = Harness::serving(config());
     let actions = h.event(Event::Stop { graceful: true });
     assert_eq!(without_logs(actions), vec![Action::Upstream(Upstream::Stopping), term(100)]);
-    assert_eq!(h.sup.snapshot().children[0].state, ChildState::Draining);
+    assert_eq!(h.sup.snapshot().children[0].state, ChildPhase::Draining);
     assert!(h.advance(Duration::from_secs(29)).is_empty());
     let actions = h.advance(Duration::from_secs(1));
     assert_eq!(without_logs(actions), vec![Action::KillGroup { pgid: 100 }]);
@@ -360,7 +376,7 @@ fn a_new_generation_that_exits_is_rolled_back_and_the_old_one_untouched() {
             ),
         ]
     );
-    assert_eq!(h.sup.snapshot().generation, Some(1));
+    assert_eq!(h.sup.snapshot().serving(), Some(1));
     assert_eq!(h.sup.snapshot().last_reload.unwrap().failure, Some(reason));
     assert_eq!(h.sup.poll_timeout(), None);
 }
@@ -376,7 +392,7 @@ fn a_new_generation_not_ready_in_time_is_retired_like_an_old_one() {
     assert_eq!(without_logs(actions), vec![Action::KillGroup { pgid: 101 }]);
     let actions = h.exit(101, ExitStatus::Signaled(9));
     assert_eq!(logs(&actions), vec!["gen 2 gone, drained after 30s"]);
-    assert_eq!(h.sup.snapshot().generation, Some(1));
+    assert_eq!(h.sup.snapshot().serving(), Some(1));
     assert_eq!(h.sup.snapshot().children.len(), 1);
 }
 
@@ -386,7 +402,7 @@ fn a_late_ready_from_a_failed_generation_changes_nothing() {
     h.event(Event::Reload { waiter: None });
     h.advance(Duration::from_secs(2));
     assert!(h.ready(101).is_empty());
-    assert_eq!(h.sup.snapshot().generation, Some(1));
+    assert_eq!(h.sup.snapshot().serving(), Some(1));
 }
 
 #[test]
@@ -504,76 +520,152 @@ impl Rng {
     }
 }
 
+/// What one random run has seen so far, checked after every step.
+#[derive(Default)]
+struct Seen {
+    /// Pids that exited: never signalled again.
+    gone: BTreeSet<Pid>,
+    /// `reload --wait` clients not yet finished.
+    open_waiters: BTreeSet<WaiterId>,
+    finished: BTreeSet<WaiterId>,
+    exited: bool,
+}
+
+impl Seen {
+    fn check(&mut self, seed: u64, h: &Harness, actions: &[Action]) {
+        for action in actions {
+            assert!(!self.exited, "seed {seed}: {action:?} after Exit");
+            match action {
+                Action::Signal { pid, .. } | Action::KillGroup { pgid: pid } => assert!(
+                    !self.gone.contains(pid) && h.sup.is_child(*pid),
+                    "seed {seed}: {action:?} to a pid that is no child (any more)"
+                ),
+                Action::Report { waiter, .. } => assert!(
+                    self.open_waiters.contains(waiter),
+                    "seed {seed}: {action:?} to a finished or unknown waiter"
+                ),
+                Action::Finish { waiter, .. } => {
+                    assert!(
+                        self.open_waiters.remove(waiter),
+                        "seed {seed}: {action:?} to a finished or unknown waiter"
+                    );
+                    assert!(
+                        self.finished.insert(*waiter),
+                        "seed {seed}: waiter {waiter} finished twice"
+                    );
+                }
+                Action::Exit { .. } => self.exited = true,
+                Action::Spawn { .. } | Action::Upstream(_) | Action::Log(_) => {}
+            }
+        }
+        let snap = h.sup.snapshot();
+        if self.exited {
+            assert!(snap.children.is_empty(), "seed {seed}: exited with children left: {snap:?}");
+            assert!(self.open_waiters.is_empty(), "seed {seed}: exited with waiters left");
+        }
+        let count = |state| snap.generations.iter().filter(|g| g.state == state).count();
+        assert!(count(GenerationState::Serving) <= 1, "seed {seed}: two serving: {snap:?}");
+        assert!(count(GenerationState::Starting) <= 1, "seed {seed}: two starting: {snap:?}");
+        if snap.stopping {
+            assert_eq!(count(GenerationState::Serving), 0, "seed {seed}: serving while stopping");
+            assert_eq!(count(GenerationState::Starting), 0, "seed {seed}: starting while stopping");
+        }
+        for child in &snap.children {
+            let g = snap.generations.iter().find(|g| g.id == child.generation);
+            let g = g.unwrap_or_else(|| panic!("seed {seed}: child of a forgotten gen: {snap:?}"));
+            if g.state != GenerationState::Retiring {
+                assert!(
+                    matches!(child.state, ChildPhase::Starting | ChildPhase::Ready),
+                    "seed {seed}: a child of a live generation drains: {snap:?}"
+                );
+            }
+        }
+        if let Some(at) = h.sup.poll_timeout() {
+            assert!(at > h.now, "seed {seed}: a timer due now was left unfired");
+        }
+    }
+}
+
 #[test]
 fn invariants_hold_under_random_events() {
-    for seed in 1..300u64 {
+    for seed in 1..400u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let restart = [Restart::OnFailure, Restart::Always, Restart::Never][rng.below(3) as usize];
         let instances = 1 + rng.below(3) as u32;
+        let ready_delay = (rng.below(4) == 0).then(|| ms(50 + rng.below(400)));
         let mut h = Harness::new(Config {
             instances,
             ready_timeout: ms(500),
+            ready_delay,
             drain_timeout: ms(800),
             restart,
             ..config()
         });
-        let mut gone: BTreeSet<Pid> = BTreeSet::new();
-        let mut exited = false;
-        for step in 0..200 {
+        let mut seen = Seen::default();
+        let first = h.actions();
+        seen.check(seed, &h, &first);
+        let mut next_waiter = 1;
+        for _ in 0..250 {
+            if seen.exited {
+                break;
+            }
             let live: Vec<Pid> = h.sup.snapshot().children.iter().map(|c| c.pid).collect();
-            let pick = |rng: &mut Rng| live[rng.below(live.len() as u64) as usize];
-            let actions = match rng.below(10) {
-                0 => h.event(Event::Reload { waiter: Some(step) }),
-                1 | 2 if !live.is_empty() => {
-                    let pid = pick(&mut rng);
+            // Mostly a live child; sometimes one already reaped, or a pid never spawned.
+            let mut any_pid = |rng: &mut Rng| match rng.below(5) {
+                0 => seen.gone.iter().next().copied().unwrap_or(7),
+                1 => 7 + rng.below(50) as Pid,
+                _ if !live.is_empty() => live[rng.below(live.len() as u64) as usize],
+                _ => 9999,
+            };
+            let actions = match rng.below(15) {
+                0 | 1 => {
+                    let waiter = (rng.below(2) == 0).then(|| {
+                        next_waiter += 1;
+                        seen.open_waiters.insert(next_waiter);
+                        next_waiter
+                    });
+                    h.event(Event::Reload { waiter })
+                }
+                2 if rng.below(8) == 0 => h.event(Event::Stop { graceful: rng.below(3) != 0 }),
+                3 => h.event(Event::Forward { signal: USR1 }),
+                4..=6 => {
+                    let pid = any_pid(&mut rng);
                     h.ready(pid)
                 }
-                3 if !live.is_empty() => {
-                    let pid = pick(&mut rng);
-                    gone.insert(pid);
+                7 => {
+                    let pid = any_pid(&mut rng);
+                    h.event(Event::Status { pid, text: format!("step {pid}") })
+                }
+                8 if !live.is_empty() => {
+                    let pid = live[rng.below(live.len() as u64) as usize];
+                    seen.gone.insert(pid);
                     h.exit(pid, ExitStatus::Exited(rng.below(2) as i32))
                 }
-                4 if rng.below(10) == 0 => h.event(Event::Stop { graceful: rng.below(2) == 0 }),
+                9 => {
+                    // A duplicate exit, or the exit of an adopted orphan: no child of ours.
+                    let pid = seen.gone.iter().last().copied().unwrap_or(5);
+                    let actions = h.exit(pid, ExitStatus::Signaled(9));
+                    assert!(
+                        actions.is_empty(),
+                        "seed {seed}: exit of pid {pid} again: {actions:?}"
+                    );
+                    actions
+                }
+                10 => match seen.open_waiters.iter().next().copied() {
+                    Some(waiter) => {
+                        seen.open_waiters.remove(&waiter);
+                        h.event(Event::WaiterGone { waiter })
+                    }
+                    None => h.advance(ms(10)),
+                },
+                11 => {
+                    h.fail_next_spawn = true;
+                    h.event(Event::Reload { waiter: None })
+                }
                 _ => h.advance(ms(1 + rng.below(300))),
             };
-            for action in &actions {
-                match action {
-                    Action::Signal { pid, .. } | Action::KillGroup { pgid: pid } => {
-                        assert!(
-                            !gone.contains(pid),
-                            "seed {seed}: {action:?} after pid {pid} exited"
-                        )
-                    }
-                    Action::Exit { .. } => {
-                        assert!(!exited, "seed {seed}: Exit twice");
-                        exited = true;
-                    }
-                    _ => {}
-                }
-            }
-            let snap = h.sup.snapshot();
-            if exited {
-                assert!(
-                    snap.children.is_empty(),
-                    "seed {seed}: exited with children left: {snap:?} after {actions:?}"
-                );
-            }
-            let starting: BTreeSet<GenId> = snap
-                .children
-                .iter()
-                .filter(|c| Some(c.generation) != snap.generation)
-                .filter(|c| matches!(c.state, ChildState::Starting | ChildState::Ready))
-                .map(|c| c.generation)
-                .collect();
-            assert!(starting.len() <= 1, "seed {seed}: two generations starting: {snap:?}");
-            if let Some(serving) = snap.generation {
-                let serving_children = snap.children.iter().filter(|c| c.generation == serving);
-                assert!(
-                    serving_children.clone().all(|c| c.state != ChildState::Draining)
-                        || snap.stopping,
-                    "seed {seed}: the serving generation drains: {snap:?}"
-                );
-            }
+            h.fail_next_spawn = false;
+            seen.check(seed, &h, &actions);
         }
     }
 }

@@ -14,7 +14,9 @@ pub type WaiterId = u64;
 /// How a process ended, as `waitpid` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
+    /// It called `exit` with this code.
     Exited(i32),
+    /// A signal of this number ended it.
     Signaled(i32),
 }
 
@@ -27,6 +29,7 @@ impl ExitStatus {
         }
     }
 
+    /// Exited with code 0.
     pub fn success(self) -> bool {
         self == ExitStatus::Exited(0)
     }
@@ -44,45 +47,94 @@ impl fmt::Display for ExitStatus {
 /// What to do when a child of the serving generation exits on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Restart {
+    /// Restart after a non-zero exit or a signal; a clean exit ends the instance.
     OnFailure,
+    /// Restart whatever the exit.
     Always,
+    /// Never restart; hotswap exits with the last child's status.
     Never,
 }
 
 /// The policy knobs the core needs; everything else about spawning is the driver's.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Children per generation (`--instances`), at least 1.
     pub instances: u32,
+    /// A starting generation not ready by then is rolled back (`--ready-timeout`).
     pub ready_timeout: Duration,
     /// `--ready delay:DUR`: the core itself declares a child ready after this.
     pub ready_delay: Option<Duration>,
+    /// A retiring child's process group gets SIGKILL after this (`--drain-timeout`).
     pub drain_timeout: Duration,
+    /// Sent to a retiring child (`--stop-signal`), as a signal number.
     pub stop_signal: i32,
+    /// What happens when a child of the serving generation exits (`--restart`).
     pub restart: Restart,
 }
 
 /// Inputs to the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// HUP or a control request; `waiter` wants the outcome.
-    Reload { waiter: Option<WaiterId> },
-    /// TERM/INT (graceful) or QUIT (not).
-    Stop { graceful: bool },
+    /// HUP or a control request.
+    Reload {
+        /// The `reload --wait` client that wants the outcome, if any.
+        waiter: Option<WaiterId>,
+    },
+    /// TERM/INT or QUIT.
+    Stop {
+        /// True for TERM/INT (drain), false for QUIT (kill at once).
+        graceful: bool,
+    },
     /// USR1/WINCH: pass on to the serving generation.
-    Forward { signal: i32 },
-    /// The answer to `Action::Spawn`.
-    Spawned { generation: GenId, instance: u32, pid: Pid },
-    /// The answer to `Action::Spawn` when no process could be started;
-    /// `status` follows the shell (127 not found, 126 not executable).
-    SpawnFailed { generation: GenId, instance: u32, status: ExitStatus, reason: String },
+    Forward {
+        /// The signal's number.
+        signal: i32,
+    },
+    /// The answer to `Action::Spawn`: the child runs.
+    Spawned {
+        /// As in the `Spawn` it answers.
+        generation: GenId,
+        /// As in the `Spawn` it answers.
+        instance: u32,
+        /// The new child's pid, also its process group id.
+        pid: Pid,
+    },
+    /// The answer to `Action::Spawn` when no process could be started.
+    SpawnFailed {
+        /// As in the `Spawn` it answers.
+        generation: GenId,
+        /// As in the `Spawn` it answers.
+        instance: u32,
+        /// The shell's status for a failed exec (127 not found, 126 not
+        /// executable); None when hotswap could not prepare the child.
+        status: Option<ExitStatus>,
+        /// One line for the log and the reload report.
+        reason: String,
+    },
     /// A child (or its process tree) said it is ready.
-    Ready { pid: Pid },
+    Ready {
+        /// The child it is about.
+        pid: Pid,
+    },
     /// A child's `STATUS=` line.
-    Status { pid: Pid, text: String },
+    Status {
+        /// The child it is about.
+        pid: Pid,
+        /// The text after `STATUS=`.
+        text: String,
+    },
     /// A process hotswap reaped. Pids that are not children are ignored.
-    Exited { pid: Pid, status: ExitStatus },
+    Exited {
+        /// The reaped pid.
+        pid: Pid,
+        /// How it ended.
+        status: ExitStatus,
+    },
     /// A `reload --wait` client went away.
-    WaiterGone { waiter: WaiterId },
+    WaiterGone {
+        /// The client.
+        waiter: WaiterId,
+    },
 }
 
 /// Messages for systemd above hotswap (sd_notify).
@@ -90,45 +142,58 @@ pub enum Event {
 pub enum Upstream {
     /// `READY=1` with a `STATUS=` line.
     Ready {
+        /// The `STATUS=` text.
         status: String,
     },
     /// `RELOADING=1` (the driver adds `MONOTONIC_USEC`).
     Reloading,
+    /// `STOPPING=1`.
     Stopping,
 }
 
 /// Outputs of the supervisor, performed in order by the driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Start instance `instance` of generation `generation`; answer with `Spawned` or `SpawnFailed`.
+    /// Start a child; answer with `Spawned` or `SpawnFailed`.
     Spawn {
+        /// Its generation (`HOTSWAP_GENERATION`).
         generation: GenId,
+        /// Its instance (`HOTSWAP_INSTANCE`), 0..instances.
         instance: u32,
     },
     /// A signal to the child process itself.
     Signal {
+        /// The child.
         pid: Pid,
+        /// The signal's number.
         signal: i32,
     },
     /// SIGKILL to the child's whole process group (its pid is the group id).
     KillGroup {
+        /// The child's pid, which is its process group id.
         pgid: Pid,
     },
+    /// A message for systemd above hotswap.
     Upstream(Upstream),
     /// Something worth a log line.
     Log(Notice),
     /// A step of a reload, for one `reload --wait` client.
     Report {
+        /// The client.
         waiter: WaiterId,
+        /// The step.
         notice: Notice,
     },
     /// The end of a reload for one `reload --wait` client.
     Finish {
+        /// The client.
         waiter: WaiterId,
+        /// How the reload ended.
         outcome: Outcome,
     },
     /// hotswap is done: every child is gone.
     Exit {
+        /// hotswap's exit status.
         code: i32,
     },
 }
@@ -136,9 +201,25 @@ pub enum Action {
 /// Why a generation failed to take over.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailReason {
-    Exited { pid: Pid, status: ExitStatus },
-    SpawnFailed { status: ExitStatus, reason: String },
-    NotReady { after: Duration },
+    /// A child exited before it was ready.
+    Exited {
+        /// The child.
+        pid: Pid,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// No process could be started (see `Event::SpawnFailed`).
+    SpawnFailed {
+        /// As in `Event::SpawnFailed`.
+        status: Option<ExitStatus>,
+        /// As in `Event::SpawnFailed`.
+        reason: String,
+    },
+    /// Not every instance was ready within `--ready-timeout`.
+    NotReady {
+        /// The `--ready-timeout`.
+        after: Duration,
+    },
 }
 
 impl fmt::Display for FailReason {
@@ -147,8 +228,11 @@ impl fmt::Display for FailReason {
             FailReason::Exited { pid, status } => {
                 write!(f, "pid {pid} {status} before it was ready")
             }
-            FailReason::SpawnFailed { status, reason } => {
+            FailReason::SpawnFailed { status: Some(status), reason } => {
                 write!(f, "could not start: {reason} (status {})", status.code())
+            }
+            FailReason::SpawnFailed { status: None, reason } => {
+                write!(f, "could not start: {reason}")
             }
             FailReason::NotReady { after } => write!(f, "not ready after {}", fmt_duration(*after)),
         }
@@ -158,11 +242,16 @@ impl fmt::Display for FailReason {
 /// How a reload ended, for a `reload --wait` client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The new generation serves and the old one is gone.
     TookOver {
+        /// The new generation.
         generation: GenId,
     },
+    /// The new generation failed; the old one serves on.
     RolledBack {
+        /// The generation that failed.
         generation: GenId,
+        /// Why.
         reason: FailReason,
     },
     /// hotswap is stopping; the reload will not happen.
@@ -170,55 +259,92 @@ pub enum Outcome {
 }
 
 /// Notable moments, each one log line (and a reload step for waiters).
+/// Tests and the benchmark wait for these lines: their `Display` is an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
+    /// Every instance of a generation was spawned.
     Started {
+        /// The generation.
         generation: GenId,
+        /// Its children.
         pids: Vec<Pid>,
     },
+    /// Every instance of a generation is ready: it serves.
     Ready {
+        /// The generation.
         generation: GenId,
+        /// Since it started.
         after: Duration,
     },
+    /// The old generation got the stop signal.
     Retiring {
+        /// The generation.
         generation: GenId,
+        /// Its children.
         pids: Vec<Pid>,
     },
+    /// A retiring generation's last child is gone.
     Drained {
+        /// The generation.
         generation: GenId,
+        /// Since it began to retire.
         after: Duration,
     },
+    /// A starting generation was rolled back.
     Failed {
+        /// The generation.
         generation: GenId,
+        /// Why.
         reason: FailReason,
     },
+    /// A child of the serving generation exited on its own.
     ChildExited {
+        /// Its generation.
         generation: GenId,
+        /// Its instance.
         instance: u32,
+        /// The child.
         pid: Pid,
+        /// How it ended.
         status: ExitStatus,
     },
+    /// A crashed instance will be started again.
     Restarting {
+        /// Its generation.
         generation: GenId,
+        /// Its instance.
         instance: u32,
+        /// The backoff.
         after: Duration,
     },
+    /// A crashed instance was started again.
     Restarted {
+        /// Its generation.
         generation: GenId,
+        /// Its instance.
         instance: u32,
+        /// The new child.
         pid: Pid,
     },
     /// No generation ever came up: the next one starts after a backoff.
     Retrying {
+        /// The next generation's number.
         generation: GenId,
+        /// The backoff.
         after: Duration,
     },
+    /// A draining child outlived `--drain-timeout`.
     Killing {
+        /// Its generation.
         generation: GenId,
+        /// The child.
         pid: Pid,
+        /// The drain timeout.
         after: Duration,
     },
+    /// hotswap stops.
     Stopping {
+        /// The children it stops.
         pids: Vec<Pid>,
     },
 }

@@ -12,8 +12,13 @@ use tokio::time::sleep_until;
 
 use crate::config::ReadyMode;
 use crate::control::ControlRequest;
-use crate::core::{self, Action, Event, Notice, Outcome, Pid, Supervisor, Upstream, WaiterId};
-use crate::protocol::control::{ChildStatus, ReloadStatus, Reply, Request, SocketStatus, Status};
+use crate::core::{
+    self, Action, ChildPhase, Event, Notice, Outcome, Pid, Supervisor, Upstream, WaiterId,
+};
+use crate::protocol::control::{
+    ChildState, ChildStatus, LastReloadResult, ReloadResult, ReloadStatus, Reply, Request,
+    SocketStatus, Status,
+};
 use crate::protocol::notify;
 use crate::sys::channels::{Channels, Watch};
 use crate::sys::listeners::Listener;
@@ -169,8 +174,7 @@ impl Driver {
                 Ok(channels) => channels,
                 Err(e) => {
                     let reason = format!("readiness channels: {e}");
-                    let status = core::ExitStatus::Exited(126);
-                    return Event::SpawnFailed { generation, instance, status, reason };
+                    return Event::SpawnFailed { generation, instance, status: None, reason };
                 }
             };
         let extra_fds = channels.child_fds();
@@ -191,7 +195,7 @@ impl Driver {
                 Event::SpawnFailed {
                     generation,
                     instance,
-                    status: e.status(),
+                    status: Some(e.status()),
                     reason: e.to_string(),
                 }
             }
@@ -271,7 +275,7 @@ impl Driver {
                     address: l.local.clone(),
                 })
                 .collect(),
-            generation: snapshot.generation,
+            generation: snapshot.serving(),
             children: snapshot
                 .children
                 .iter()
@@ -279,7 +283,12 @@ impl Driver {
                     pid: c.pid,
                     generation: c.generation,
                     instance: c.instance,
-                    state: c.state.as_str().to_string(),
+                    state: match c.state {
+                        ChildPhase::Starting => ChildState::Starting,
+                        ChildPhase::Ready => ChildState::Ready,
+                        ChildPhase::Draining => ChildState::Draining,
+                        ChildPhase::Killed => ChildState::Killed,
+                    },
                     started_at: unix_time(c.started_at),
                     restarts: c.restarts,
                     connections: procfs::count_connections(c.pid, &tcp_ports, &unix_paths),
@@ -288,7 +297,10 @@ impl Driver {
                 .collect(),
             last_reload: snapshot.last_reload.map(|r| ReloadStatus {
                 generation: r.generation,
-                result: if r.failure.is_none() { "ok" } else { "rolled_back" }.to_string(),
+                result: match r.failure {
+                    None => LastReloadResult::Ok,
+                    Some(_) => LastReloadResult::RolledBack,
+                },
                 reason: r.failure.map(|f| f.to_string()),
                 duration_ms: r.duration.as_millis() as u64,
             }),
@@ -303,11 +315,13 @@ fn tcp_port(local: &str) -> Option<u16> {
 
 fn done(outcome: Outcome) -> Reply {
     let (result, generation, reason) = match outcome {
-        Outcome::TookOver { generation } => ("took_over", Some(generation), None),
+        Outcome::TookOver { generation } => (ReloadResult::TookOver, Some(generation), None),
         Outcome::RolledBack { generation, reason } => {
-            ("rolled_back", Some(generation), Some(reason.to_string()))
+            (ReloadResult::RolledBack, Some(generation), Some(reason.to_string()))
         }
-        Outcome::Cancelled => ("cancelled", None, Some("hotswap is stopping".to_string())),
+        Outcome::Cancelled => {
+            (ReloadResult::Cancelled, None, Some("hotswap is stopping".to_string()))
+        }
     };
-    Reply::Done { result: result.to_string(), generation, reason }
+    Reply::Done { result, generation, reason }
 }

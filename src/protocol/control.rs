@@ -2,6 +2,8 @@
 //! out, or for `reload --wait` one line per step and a final result line.
 //! The field names are a stable interface (README, "Control socket").
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,9 +27,9 @@ pub enum Reply {
     Step {
         step: String,
     },
-    /// The end of a reload: `took_over`, `rolled_back` or `cancelled`.
+    /// The end of a reload.
     Done {
-        result: String,
+        result: ReloadResult,
         #[serde(skip_serializing_if = "Option::is_none")]
         generation: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,6 +43,62 @@ pub enum Reply {
 }
 
 pub const PERMISSION_DENIED: &str = "permission denied";
+
+/// How a `reload --wait` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadResult {
+    /// The new generation serves and the old one is gone (client exit 0).
+    TookOver,
+    /// The new generation failed; the old one serves on (client exit 1).
+    RolledBack,
+    /// hotswap is stopping; the reload will not happen (client exit 1).
+    Cancelled,
+}
+
+/// Where a child is in its life, as `status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildState {
+    /// Spawned, not ready yet.
+    Starting,
+    /// Ready (serving, or waiting for the rest of its generation).
+    Ready,
+    /// Sent the stop signal; SIGKILL at the drain timeout.
+    Draining,
+    /// SIGKILL sent; about to be reaped.
+    Killed,
+}
+
+impl fmt::Display for ChildState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            ChildState::Starting => "starting",
+            ChildState::Ready => "ready",
+            ChildState::Draining => "draining",
+            ChildState::Killed => "killed",
+        })
+    }
+}
+
+/// The last reload's result, as `status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LastReloadResult {
+    /// The new generation took over.
+    Ok,
+    /// The new generation failed and was retired.
+    RolledBack,
+}
+
+impl fmt::Display for LastReloadResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            LastReloadResult::Ok => "ok",
+            LastReloadResult::RolledBack => "rolled_back",
+        })
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -68,8 +126,7 @@ pub struct ChildStatus {
     pub pid: u32,
     pub generation: u64,
     pub instance: u32,
-    /// `starting`, `ready`, `draining` or `killed`.
-    pub state: String,
+    pub state: ChildState,
     pub started_at: f64,
     pub restarts: u32,
     /// Connections its process group holds open on the passed sockets.
@@ -81,8 +138,7 @@ pub struct ChildStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReloadStatus {
     pub generation: u64,
-    /// `ok` or `rolled_back`.
-    pub result: String,
+    pub result: LastReloadResult,
     pub reason: Option<String>,
     pub duration_ms: u64,
 }
@@ -110,7 +166,7 @@ mod tests {
             Reply::Error { error: PERMISSION_DENIED.into() },
             Reply::Step { step: "gen 2 ready after 5ms".into() },
             Reply::Done {
-                result: "rolled_back".into(),
+                result: ReloadResult::RolledBack,
                 generation: Some(2),
                 reason: Some("x".into()),
             },
@@ -123,6 +179,41 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Reply::Error { error: PERMISSION_DENIED.into() }).unwrap(),
             r#"{"error":"permission denied"}"#
+        );
+        let done =
+            Reply::Done { result: ReloadResult::TookOver, generation: Some(3), reason: None };
+        assert_eq!(
+            serde_json::to_string(&done).unwrap(),
+            r#"{"result":"took_over","generation":3}"#
+        );
+    }
+
+    #[test]
+    fn status_values_are_the_documented_words() {
+        let words = |v: &[serde_json::Value]| -> Vec<String> {
+            v.iter().map(|v| v.as_str().unwrap().to_string()).collect()
+        };
+        let states =
+            [ChildState::Starting, ChildState::Ready, ChildState::Draining, ChildState::Killed]
+                .map(|s| serde_json::to_value(s).unwrap());
+        assert_eq!(words(&states), ["starting", "ready", "draining", "killed"]);
+        let shown =
+            [ChildState::Starting, ChildState::Ready, ChildState::Draining, ChildState::Killed]
+                .map(|s| s.to_string());
+        assert_eq!(
+            shown,
+            ["starting", "ready", "draining", "killed"],
+            "the table shows the JSON words"
+        );
+        let results = [ReloadResult::TookOver, ReloadResult::RolledBack, ReloadResult::Cancelled]
+            .map(|r| serde_json::to_value(r).unwrap());
+        assert_eq!(words(&results), ["took_over", "rolled_back", "cancelled"]);
+        let last = [LastReloadResult::Ok, LastReloadResult::RolledBack]
+            .map(|r| serde_json::to_value(r).unwrap());
+        assert_eq!(words(&last), ["ok", "rolled_back"]);
+        assert_eq!(
+            [LastReloadResult::Ok.to_string(), LastReloadResult::RolledBack.to_string()],
+            ["ok", "rolled_back"]
         );
     }
 }
