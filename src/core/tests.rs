@@ -611,7 +611,7 @@ fn invariants_hold_under_random_events() {
             }
             let live: Vec<Pid> = h.sup.snapshot().children.iter().map(|c| c.pid).collect();
             // Mostly a live child; sometimes one already reaped, or a pid never spawned.
-            let mut any_pid = |rng: &mut Rng| match rng.below(5) {
+            let any_pid = |rng: &mut Rng| match rng.below(5) {
                 0 => seen.gone.iter().next().copied().unwrap_or(7),
                 1 => 7 + rng.below(50) as Pid,
                 _ if !live.is_empty() => live[rng.below(live.len() as u64) as usize],
