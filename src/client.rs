@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::{ReloadArgs, StatusArgs, Target};
-use crate::control::{self, ClientError};
 use crate::protocol::control::{ReloadResult, Reply, Request, Status};
+use crate::sys::control::{self, ClientError};
+use crate::sys::paths;
 
 /// Exit codes: 0 took over, 1 rolled back, 2 usage or no such service,
 /// 3 `--timeout` passed first, 4 permission denied.
@@ -91,9 +92,9 @@ fn control_path(target: &Target) -> Result<PathBuf, ClientError> {
         return Ok(path.clone());
     }
     if let Some(name) = &target.name {
-        return Ok(control::default_path(name));
+        return Ok(paths::control_socket(name));
     }
-    let dir = control::runtime_dir();
+    let dir = paths::runtime_dir();
     let sockets: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries

@@ -158,12 +158,15 @@ pub enum ReadyMode {
 }
 
 impl ReadyMode {
+    /// Whether a child gets a private `NOTIFY_SOCKET`.
     pub fn offers_notify(&self) -> bool {
         matches!(self, ReadyMode::Auto | ReadyMode::Notify)
     }
+    /// Whether a child gets a `HOTSWAP_READY_FD` pipe.
     pub fn offers_fd(&self) -> bool {
         matches!(self, ReadyMode::Auto | ReadyMode::Fd)
     }
+    /// Whether a child gets a Node IPC channel.
     pub fn offers_ipc(&self) -> bool {
         matches!(self, ReadyMode::Auto | ReadyMode::Ipc)
     }

@@ -5,7 +5,6 @@
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod control;
 pub mod core;
 pub mod driver;
 pub mod logging;

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::cli::RunArgs;
-use crate::control::{self, BindError};
 use crate::core;
 use crate::driver::{self, Service};
 use crate::protocol::activation;
+use crate::sys::control::{self, BindError};
 use crate::sys::listeners::{self, ListenError, SocketOptions};
+use crate::sys::paths;
 use crate::sys::process;
 use crate::sys::spawn::{SpawnError, Spawner, resolve_program};
 use crate::sys::upstream::UpstreamSocket;
@@ -87,11 +88,11 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
 
     process::become_subreaper().map_err(|e| StartError::Io("PR_SET_CHILD_SUBREAPER".into(), e))?;
     process::unblock_all_signals().map_err(|e| StartError::Io("signal mask".into(), e))?;
-    let control_path = args.control.unwrap_or_else(|| control::default_path(&name));
+    let control_path = args.control.unwrap_or_else(|| paths::control_socket(&name));
     let control_socket = control::bind(&control_path)?;
     cleanup.files.push(control_path);
-    let notify_dir = control::runtime_dir().join(format!("{name}.{}.notify", std::process::id()));
-    control::private_dir(&notify_dir)
+    let notify_dir = paths::notify_dir(&name, std::process::id());
+    paths::private_dir(&notify_dir)
         .map_err(|e| StartError::Io(notify_dir.display().to_string(), e))?;
     cleanup.dirs.push(notify_dir.clone());
     if let Some(path) = &args.pid_file {

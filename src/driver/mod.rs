@@ -4,30 +4,32 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use crate::config::ReadyMode;
-use crate::control::ControlRequest;
 use crate::core::{
-    self, Action, ChildPhase, Event, Notice, Outcome, Pid, Supervisor, Upstream, WaiterId,
+    self, Action, Event, ExitStatus, Notice, Outcome, Pid, Supervisor, Upstream, WaiterId,
 };
-use crate::protocol::control::{
-    ChildState, ChildStatus, LastReloadResult, ReloadResult, ReloadStatus, Reply, Request,
-    SocketStatus, Status,
-};
+use crate::protocol::control::{ReloadResult, Reply, Request};
 use crate::protocol::notify;
-use crate::sys::channels::{Channels, Watch};
+use crate::sys::channels::{self, Channels, Heard, Offer};
+use crate::sys::control::ControlRequest;
 use crate::sys::listeners::Listener;
-use crate::sys::process;
-use crate::sys::procfs;
-use crate::sys::spawn::Spawner;
+use crate::sys::process::{self, Exit};
+use crate::sys::spawn::{Spawner, spawn_probe};
 use crate::sys::upstream::{UpstreamSocket, monotonic_usec};
 
-mod probe;
+mod children;
+mod status;
+
+use children::{Children, Reaped};
+
+/// Pause between a failed `exec:` probe and the next.
+const PROBE_RETRY: Duration = Duration::from_millis(250);
 
 /// Everything the driver needs to run one service.
 pub struct Service {
@@ -46,12 +48,14 @@ struct Driver {
     service: Service,
     started_at: SystemTime,
     uid: u32,
-    children: HashMap<Pid, Watch>,
+    children: Children,
     waiters: HashMap<WaiterId, mpsc::UnboundedSender<Reply>>,
     next_waiter: WaiterId,
     spawned: u64,
-    events: mpsc::UnboundedSender<Event>,
-    probes: probe::Probes,
+    /// Where channel readers report what they hear.
+    heard: channels::Reports,
+    /// Where a failed probe's retry timer asks for the next probe of a child.
+    probe_due: mpsc::UnboundedSender<Pid>,
     exit: Option<i32>,
 }
 
@@ -66,26 +70,26 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut winch = signal(SignalKind::window_change())?;
 
-    let (events, mut event_rx) = mpsc::unbounded_channel();
+    let (heard, mut heard_rx) = mpsc::unbounded_channel();
+    let (probe_due, mut probe_due_rx) = mpsc::unbounded_channel();
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     if let Some(listener) = service.control.take() {
-        tokio::spawn(crate::control::serve(
+        tokio::spawn(crate::sys::control::serve(
             tokio::net::UnixListener::from_std(listener)?,
             control_tx,
         ));
     }
-    let probes = probe::Probes::new(&service.ready, events.clone());
     let mut sup = Supervisor::new(service.core.clone(), Instant::now());
     let mut driver = Driver {
         service,
         started_at: SystemTime::now(),
         uid: nix::unistd::geteuid().as_raw(),
-        children: HashMap::new(),
+        children: Children::default(),
         waiters: HashMap::new(),
         next_waiter: 1,
         spawned: 0,
-        events,
-        probes,
+        heard,
+        probe_due,
         exit: None,
     };
 
@@ -106,7 +110,16 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
                 driver.reap(&mut sup);
                 None
             }
-            Some(event) = event_rx.recv() => Some(event),
+            Some((pid, heard)) = heard_rx.recv() => Some(match heard {
+                Heard::Ready(_) => Event::Ready { pid },
+                Heard::Status(text) => Event::Status { pid, text },
+            }),
+            Some(child) = probe_due_rx.recv() => {
+                if driver.children.retry_due(child) {
+                    driver.start_probe(child);
+                }
+                None
+            }
             Some(request) = control_rx.recv() => driver.on_control(&sup, request),
             _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                 sup.handle_timeout(Instant::now());
@@ -169,48 +182,78 @@ impl Driver {
     fn spawn(&mut self, generation: u64, instance: u32) -> Event {
         self.spawned += 1;
         let file_name = format!("{generation}.{instance}.{}", self.spawned);
-        let channels =
-            match Channels::open(&self.service.ready, &self.service.notify_dir, &file_name) {
-                Ok(channels) => channels,
-                Err(e) => {
-                    let reason = format!("readiness channels: {e}");
-                    return Event::SpawnFailed { generation, instance, status: None, reason };
-                }
-            };
+        let ready = &self.service.ready;
+        let offer =
+            Offer { notify: ready.offers_notify(), fd: ready.offers_fd(), ipc: ready.offers_ipc() };
+        let channels = match Channels::open(offer, &self.service.notify_dir, &file_name) {
+            Ok(channels) => channels,
+            Err(e) => {
+                let reason = format!("readiness channels: {e}");
+                return Event::SpawnFailed { generation, instance, status: None, reason };
+            }
+        };
         let extra_fds = channels.child_fds();
         match self.service.spawner.spawn(generation, instance, channels.env.clone(), &extra_fds) {
             Ok(pid) => {
                 tracing::debug!("gen {generation} instance {instance} spawned pid {pid}");
-                match channels.watch(pid, self.uid, self.events.clone()) {
-                    Ok(watch) => {
-                        self.children.insert(pid, watch);
+                let watch = match channels.watch(pid, self.uid, self.heard.clone()) {
+                    Ok(watch) => Some(watch),
+                    Err(e) => {
+                        tracing::warn!("readiness channels of pid {pid}: {e}");
+                        None
                     }
-                    Err(e) => tracing::warn!("readiness channels of pid {pid}: {e}"),
-                }
-                self.probes.start(pid);
+                };
+                self.children.add(pid, watch);
+                self.start_probe(pid);
                 Event::Spawned { generation, instance, pid }
             }
             Err(e) => {
                 channels.discard();
-                Event::SpawnFailed {
-                    generation,
-                    instance,
-                    status: Some(e.status()),
-                    reason: e.to_string(),
-                }
+                let status = Some(ExitStatus::Exited(e.exit_code()));
+                Event::SpawnFailed { generation, instance, status, reason: e.to_string() }
             }
         }
     }
 
-    /// Every exit, children and adopted orphans alike; the core ignores pids it does not know.
-    fn reap(&mut self, sup: &mut Supervisor) {
-        for (pid, status) in process::reap_all(|pid| sup.is_child(pid)) {
-            if self.probes.reaped(pid, status) {
-                continue;
+    /// Runs `--ready exec:CMD` once for `child`, if that is the mode.
+    fn start_probe(&mut self, child: Pid) {
+        let ReadyMode::Exec(command) = &self.service.ready else { return };
+        if !self.children.may_probe(child) {
+            return;
+        }
+        match spawn_probe(command, child) {
+            Ok(probe) => self.children.probe_running(child, probe),
+            Err(e) => {
+                tracing::warn!("readiness probe {command:?}: {e}");
+                self.children.probe_done(child);
             }
-            self.children.remove(&pid);
-            self.probes.forget(pid);
-            sup.handle(Instant::now(), Event::Exited { pid, status });
+        }
+    }
+
+    /// Every exit, children, probes and adopted orphans alike.
+    fn reap(&mut self, sup: &mut Supervisor) {
+        for (pid, exit) in process::reap_all(|pid| sup.is_child(pid)) {
+            match self.children.reaped(pid) {
+                Reaped::Child | Reaped::Other => {
+                    // The core ignores pids that are not its children.
+                    let status = match exit {
+                        Exit::Code(code) => ExitStatus::Exited(code),
+                        Exit::Signal(signal) => ExitStatus::Signaled(signal),
+                    };
+                    sup.handle(Instant::now(), Event::Exited { pid, status });
+                }
+                Reaped::Probe { child } if exit == Exit::Code(0) => {
+                    sup.handle(Instant::now(), Event::Ready { pid: child })
+                }
+                Reaped::Probe { child } => {
+                    let due = self.probe_due.clone();
+                    let task = tokio::spawn(async move {
+                        tokio::time::sleep(PROBE_RETRY).await;
+                        let _ = due.send(child);
+                    });
+                    self.children.probe_waiting(child, task);
+                }
+            }
         }
     }
 
@@ -229,7 +272,8 @@ impl Driver {
     fn on_control(&mut self, sup: &Supervisor, request: ControlRequest) -> Option<Event> {
         match request.request {
             Request::Status => {
-                let _ = request.reply.send(Reply::Status(Box::new(self.status(sup))));
+                let status = status::build(&self.service, self.started_at, &sup.snapshot());
+                let _ = request.reply.send(Reply::Status(Box::new(status)));
                 None
             }
             Request::Reload { wait: false } => {
@@ -244,73 +288,6 @@ impl Driver {
             }
         }
     }
-
-    fn status(&self, sup: &Supervisor) -> Status {
-        let snapshot = sup.snapshot();
-        let now = Instant::now();
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-        let unix_time = |at: Instant| wall - now.duration_since(at).as_secs_f64();
-        let listeners = &self.service.listeners;
-        let tcp_ports: Vec<u16> = listeners.iter().filter_map(|l| tcp_port(&l.local)).collect();
-        let unix_paths: Vec<String> = listeners
-            .iter()
-            .filter(|l| tcp_port(&l.local).is_none())
-            .map(|l| l.local.clone())
-            .collect();
-        Status {
-            name: self.service.name.clone(),
-            pid: std::process::id(),
-            started_at: self
-                .started_at
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64(),
-            binary: std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
-            sockets: listeners
-                .iter()
-                .enumerate()
-                .map(|(i, l)| SocketStatus {
-                    fd: 3 + i as i32,
-                    name: l.passed.name.clone(),
-                    address: l.local.clone(),
-                })
-                .collect(),
-            generation: snapshot.serving(),
-            children: snapshot
-                .children
-                .iter()
-                .map(|c| ChildStatus {
-                    pid: c.pid,
-                    generation: c.generation,
-                    instance: c.instance,
-                    state: match c.state {
-                        ChildPhase::Starting => ChildState::Starting,
-                        ChildPhase::Ready => ChildState::Ready,
-                        ChildPhase::Draining => ChildState::Draining,
-                        ChildPhase::Killed => ChildState::Killed,
-                    },
-                    started_at: unix_time(c.started_at),
-                    restarts: c.restarts,
-                    connections: procfs::count_connections(c.pid, &tcp_ports, &unix_paths),
-                    status: c.status.clone(),
-                })
-                .collect(),
-            last_reload: snapshot.last_reload.map(|r| ReloadStatus {
-                generation: r.generation,
-                result: match r.failure {
-                    None => LastReloadResult::Ok,
-                    Some(_) => LastReloadResult::RolledBack,
-                },
-                reason: r.failure.map(|f| f.to_string()),
-                duration_ms: r.duration.as_millis() as u64,
-            }),
-        }
-    }
-}
-
-/// The port of a TCP socket's local address (`127.0.0.1:8080`, `[::]:8080`); None for the rest.
-fn tcp_port(local: &str) -> Option<u16> {
-    local.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
 }
 
 fn done(outcome: Outcome) -> Reply {

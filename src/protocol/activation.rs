@@ -27,6 +27,14 @@ fn inherited(key: &OsStr) -> bool {
     !(NOT_INHERITED.contains(&key) || key.starts_with("HOTSWAP_") || key.starts_with("EINHORN_FD_"))
 }
 
+/// hotswap's environment minus what describes hotswap itself: the base of
+/// every environment it gives a process (children and probes).
+pub fn inheritable(
+    parent: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    parent.into_iter().filter(|(k, _)| inherited(k)).collect()
+}
+
 /// A passed socket as the child's environment describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PassedSocket {
@@ -52,8 +60,7 @@ impl ChildEnv<'_> {
         &self,
         parent: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Vec<(OsString, OsString)> {
-        let mut env: Vec<(OsString, OsString)> =
-            parent.into_iter().filter(|(k, _)| inherited(k)).collect();
+        let mut env = inheritable(parent);
         let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
         let n = self.sockets.len() as i32;
         set("LISTEN_FDS", n.to_string());

@@ -1,6 +1,6 @@
 //! Per-child readiness channels (DESIGN.md §4): a private `NOTIFY_SOCKET`,
 //! the `HOTSWAP_READY_FD` pipe and the Node IPC channel. Each is read by a
-//! small task that turns what it hears into core `Event`s.
+//! small task that reports what it hears as a [`Heard`] for that child.
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -14,10 +14,43 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
+use super::process::Pid;
 use super::procfs;
-use crate::config::ReadyMode;
-use crate::core::{Event, Pid};
 use crate::protocol::notify::{self, NotifyMsg};
+
+/// Which channels a child is offered (from `--ready`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// A private `NOTIFY_SOCKET`.
+    pub notify: bool,
+    /// A `HOTSWAP_READY_FD` pipe.
+    pub fd: bool,
+    /// A Node IPC channel (`NODE_CHANNEL_FD`).
+    pub ipc: bool,
+}
+
+/// The channel a readiness message came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// `READY=1` on `NOTIFY_SOCKET`.
+    Notify,
+    /// A newline on `HOTSWAP_READY_FD`.
+    Fd,
+    /// `process.send('ready')` on `NODE_CHANNEL_FD`.
+    Ipc,
+}
+
+/// Something a child's channels heard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// The child said it is ready.
+    Ready(Channel),
+    /// A `STATUS=` line.
+    Status(String),
+}
+
+/// Where the channels' readers report: the child's pid and what they heard.
+pub type Reports = UnboundedSender<(Pid, Heard)>;
 
 /// The channels of one child, opened before it is spawned.
 pub struct Channels {
@@ -31,8 +64,8 @@ pub struct Channels {
 }
 
 impl Channels {
-    /// Opens what `mode` offers; the notify socket goes in `dir` as `file_name`.
-    pub fn open(mode: &ReadyMode, dir: &Path, file_name: &str) -> io::Result<Self> {
+    /// Opens what `offer` names; the notify socket goes in `dir` as `file_name`.
+    pub fn open(offer: Offer, dir: &Path, file_name: &str) -> io::Result<Self> {
         let mut channels = Channels {
             env: Vec::new(),
             child_ends: Vec::new(),
@@ -40,7 +73,7 @@ impl Channels {
             ready_pipe: None,
             ipc: None,
         };
-        if mode.offers_notify() {
+        if offer.notify {
             let path = dir.join(file_name);
             let _ = std::fs::remove_file(&path);
             let socket = StdDatagram::bind(&path)?;
@@ -50,13 +83,13 @@ impl Channels {
             channels.env.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
             channels.notify = Some((socket, path));
         }
-        if mode.offers_fd() {
+        if offer.fd {
             let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
             channels.env.push(("HOTSWAP_READY_FD".into(), write.as_raw_fd().to_string()));
             channels.child_ends.push(write);
             channels.ready_pipe = Some(read);
         }
-        if mode.offers_ipc() {
+        if offer.ipc {
             let (ours, theirs) = nix::sys::socket::socketpair(
                 nix::sys::socket::AddressFamily::Unix,
                 nix::sys::socket::SockType::Stream,
@@ -84,12 +117,7 @@ impl Channels {
     }
 
     /// Once `child` runs: closes its ends here and starts listening to it.
-    pub fn watch(
-        self,
-        child: Pid,
-        child_uid: u32,
-        events: UnboundedSender<Event>,
-    ) -> io::Result<Watch> {
+    pub fn watch(self, child: Pid, child_uid: u32, events: Reports) -> io::Result<Watch> {
         drop(self.child_ends);
         let mut tasks = Vec::new();
         let mut notify_path = None;
@@ -177,7 +205,7 @@ async fn read_notify(
     socket: tokio::net::UnixDatagram,
     child: Pid,
     child_uid: u32,
-    events: UnboundedSender<Event>,
+    events: Reports,
 ) {
     loop {
         if socket.readable().await.is_err() {
@@ -202,11 +230,11 @@ async fn read_notify(
             continue;
         }
         for msg in notify::parse(&datagram.data) {
-            let event = match msg {
-                NotifyMsg::Ready => Event::Ready { pid: child },
-                NotifyMsg::Status(text) => Event::Status { pid: child, text },
+            let heard = match msg {
+                NotifyMsg::Ready => Heard::Ready(Channel::Notify),
+                NotifyMsg::Status(text) => Heard::Status(text),
             };
-            if events.send(event).is_err() {
+            if events.send((child, heard)).is_err() {
                 return;
             }
         }
@@ -215,11 +243,7 @@ async fn read_notify(
 
 /// s6-style: a newline on the pipe means ready. Read to the end, so a child
 /// that writes again never meets a closed pipe.
-async fn read_ready_pipe(
-    mut pipe: tokio::net::unix::pipe::Receiver,
-    child: Pid,
-    events: UnboundedSender<Event>,
-) {
+async fn read_ready_pipe(mut pipe: tokio::net::unix::pipe::Receiver, child: Pid, events: Reports) {
     let mut buf = [0u8; 512];
     let mut announced = false;
     while let Ok(n) = pipe.read(&mut buf).await {
@@ -228,19 +252,19 @@ async fn read_ready_pipe(
         }
         if !announced && buf[..n].contains(&b'\n') {
             announced = true;
-            let _ = events.send(Event::Ready { pid: child });
+            let _ = events.send((child, Heard::Ready(Channel::Fd)));
         }
     }
 }
 
 /// Node's IPC channel: one JSON value per line; `process.send('ready')` is `"ready"`.
-async fn read_ipc(stream: tokio::net::UnixStream, child: Pid, events: UnboundedSender<Event>) {
+async fn read_ipc(stream: tokio::net::UnixStream, child: Pid, events: Reports) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if serde_json::from_str::<serde_json::Value>(&line).ok().as_ref().and_then(|v| v.as_str())
             == Some("ready")
         {
-            let _ = events.send(Event::Ready { pid: child });
+            let _ = events.send((child, Heard::Ready(Channel::Ipc)));
         }
     }
 }

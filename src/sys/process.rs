@@ -7,7 +7,17 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid as NixPid;
 
-use crate::core::{ExitStatus, Pid};
+/// A process id, as the kernel gives it.
+pub type Pid = u32;
+
+/// How a reaped process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It called `exit` with this code.
+    Code(i32),
+    /// A signal of this number ended it.
+    Signal(i32),
+}
 
 /// Orphaned grandchildren are re-parented to hotswap, which reaps them,
 /// instead of to init.
@@ -45,7 +55,7 @@ pub fn kill_group(pgid: Pid) -> io::Result<()> {
 /// is killed *before* the child is reaped: while it is a zombie its pid
 /// cannot be reused, so the group id still names only its own workers.
 /// A child's process group never outlives the child.
-pub fn reap_all(is_child: impl Fn(Pid) -> bool) -> Vec<(Pid, ExitStatus)> {
+pub fn reap_all(is_child: impl Fn(Pid) -> bool) -> Vec<(Pid, Exit)> {
     let mut reaped = Vec::new();
     loop {
         let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
@@ -62,10 +72,10 @@ pub fn reap_all(is_child: impl Fn(Pid) -> bool) -> Vec<(Pid, ExitStatus)> {
         }
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => {
-                reaped.push((pid.as_raw() as Pid, ExitStatus::Exited(code)))
+                reaped.push((pid.as_raw() as Pid, Exit::Code(code)))
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                reaped.push((pid.as_raw() as Pid, ExitStatus::Signaled(sig as i32)))
+                reaped.push((pid.as_raw() as Pid, Exit::Signal(sig as i32)))
             }
             Ok(_) | Err(_) => {}
         }

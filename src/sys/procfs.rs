@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fs;
 
-use crate::core::Pid;
+use super::process::Pid;
 
 /// The fields of /proc/PID/stat hotswap needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

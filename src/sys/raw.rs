@@ -4,8 +4,8 @@
 //! 1. `ExecPlan`'s `Send`/`Sync`: its raw pointers point into its own buffers.
 //! 2. `ExecPlan::spawn`: `Command::pre_exec`, whose closure runs between fork
 //!    and exec and calls only async-signal-safe functions (`fcntl`, `signal`,
-//!    `sigemptyset`, `pthread_sigmask`, `getpid`, `execve`): no allocation,
-//!    no formatting, no logging, no locks.
+//!    `sigemptyset`, `pthread_sigmask`, `prctl`, `getppid`, `getpid`,
+//!    `execve`, `_exit`): no allocation, no formatting, no logging, no locks.
 //! 3. `adopt_fd`: takes ownership of an fd systemd passed us.
 //! 4. `pin_fd`: `dup3` onto a chosen fd number.
 //! 5. `cloexec_from`: `close_range(CLOSE_RANGE_CLOEXEC)`, or `fcntl` per fd.
@@ -53,6 +53,10 @@ pub struct ExecPlan {
     /// Fds the child keeps: their close-on-exec flag is cleared after fork.
     keep_fds: Vec<RawFd>,
     cwd: Option<PathBuf>,
+    /// Fill in `LISTEN_PID=` (children); helpers such as probes get none.
+    set_listen_pid: bool,
+    /// The child gets SIGKILL when hotswap dies (`PR_SET_PDEATHSIG`).
+    dies_with_parent: bool,
 }
 
 // SAFETY: the raw pointers point into heap buffers owned by the same
@@ -64,7 +68,9 @@ unsafe impl Send for ExecPlan {}
 unsafe impl Sync for ExecPlan {}
 
 impl ExecPlan {
-    /// `path` is the resolved program, `env` everything but `LISTEN_PID`.
+    /// `path` is the resolved program, `env` everything but `LISTEN_PID`
+    /// (added in the child when `set_listen_pid`). Fails with `InvalidInput`
+    /// when a string holds a NUL byte.
     pub fn new(
         path: &Path,
         argv: Vec<OsString>,
@@ -93,7 +99,26 @@ impl ExecPlan {
         envp.push(std::ptr::null());
         let mut listen_pid = [0u8; 32];
         listen_pid[..LISTEN_PID.len()].copy_from_slice(LISTEN_PID);
-        Ok(ExecPlan { path, _argv: argv, argv_ptrs, _env: env, listen_pid, envp, keep_fds, cwd })
+        Ok(ExecPlan {
+            path,
+            _argv: argv,
+            argv_ptrs,
+            _env: env,
+            listen_pid,
+            envp,
+            keep_fds,
+            cwd,
+            set_listen_pid: true,
+            dies_with_parent: false,
+        })
+    }
+
+    /// A helper process rather than a child: no `LISTEN_PID`, and SIGKILL
+    /// when hotswap dies, so it never outlives it (probes).
+    pub fn helper(mut self) -> Self {
+        self.set_listen_pid = false;
+        self.dies_with_parent = true;
+        self
     }
 
     /// Forks and execs the child in its own process group, stdin from
@@ -107,14 +132,16 @@ impl ExecPlan {
         if let Some(dir) = &plan.cwd {
             command.current_dir(dir);
         }
+        let parent = std::process::id() as libc::pid_t;
         // SAFETY: std runs this closure in the child between fork and exec
         // (after setting the process group and the stdio fds; it leaves the
         // signal mask as the parent had it). It makes only async-signal-safe
         // calls on memory the closure owns or its own stack: fcntl, signal,
-        // sigemptyset, pthread_sigmask, getpid, execve; the digit loop and
-        // the slice writes do not allocate. If execve returns, its errno goes
-        // back to the parent through std's close-on-exec pipe; listeners sit
-        // at fds 3.. permanently, so that pipe can never be among keep_fds.
+        // sigemptyset, pthread_sigmask, prctl, getppid, getpid, execve,
+        // _exit; the digit loop and the slice writes do not allocate. If
+        // execve returns, its errno goes back to the parent through std's
+        // close-on-exec pipe; listeners sit at fds 3.. permanently, so that
+        // pipe can never be among keep_fds.
         unsafe {
             command.pre_exec(move || {
                 // Use the plan as a whole: closures capture fields one by one otherwise.
@@ -133,11 +160,21 @@ impl ExecPlan {
                 let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
                 libc::sigemptyset(empty.as_mut_ptr());
                 libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
-                let digits_at = LISTEN_PID.len();
-                let len = write_decimal(&mut plan.listen_pid[digits_at..], libc::getpid() as u32);
-                plan.listen_pid[digits_at + len] = 0;
-                let slot = plan.envp.len() - 2;
-                plan.envp[slot] = plan.listen_pid.as_ptr().cast();
+                if plan.dies_with_parent {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                    // hotswap died before the prctl: nobody would kill us later.
+                    if libc::getppid() != parent {
+                        libc::_exit(1);
+                    }
+                }
+                if plan.set_listen_pid {
+                    let digits_at = LISTEN_PID.len();
+                    let pid = libc::getpid() as u32;
+                    let len = write_decimal(&mut plan.listen_pid[digits_at..], pid);
+                    plan.listen_pid[digits_at + len] = 0;
+                    let slot = plan.envp.len() - 2;
+                    plan.envp[slot] = plan.listen_pid.as_ptr().cast();
+                }
                 libc::execve(plan.path.as_ptr(), plan.argv_ptrs.as_ptr(), plan.envp.as_ptr());
                 Err(io::Error::last_os_error())
             });

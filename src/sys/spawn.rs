@@ -1,5 +1,6 @@
-//! Starting one child: resolve the program, build its environment and fd
-//! plan, fork and exec (the post-fork part lives in `raw`).
+//! Starting processes: resolve the program, build its environment and fd
+//! plan, fork and exec. Children and readiness probes alike go through
+//! `raw::ExecPlan::spawn`, the one spawn routine (the post-fork part).
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -11,8 +12,7 @@ use nix::unistd::{AccessFlags, access};
 use thiserror::Error;
 
 use super::raw::ExecPlan;
-use crate::core::ExitStatus;
-use crate::protocol::activation::{ChildEnv, FIRST_FD, PassedSocket};
+use crate::protocol::activation::{self, ChildEnv, FIRST_FD, PassedSocket};
 
 /// Why a program could not be started, with the shell's exit status for it.
 #[derive(Debug, Error)]
@@ -27,13 +27,11 @@ pub enum SpawnError {
 
 impl SpawnError {
     /// 127 not found, 126 found but not executable: as the shell reports it.
-    pub fn status(&self) -> ExitStatus {
+    pub fn exit_code(&self) -> i32 {
         match self {
-            SpawnError::NotFound(_) => ExitStatus::Exited(127),
-            SpawnError::Exec(_, e) if e.kind() == io::ErrorKind::NotFound => {
-                ExitStatus::Exited(127)
-            }
-            _ => ExitStatus::Exited(126),
+            SpawnError::NotFound(_) => 127,
+            SpawnError::Exec(_, e) if e.kind() == io::ErrorKind::NotFound => 127,
+            _ => 126,
         }
     }
 }
@@ -99,4 +97,17 @@ impl Spawner {
             .map_err(|e| SpawnError::Exec(shown(), e))?;
         plan.spawn().map_err(|e| SpawnError::Exec(shown(), e))
     }
+}
+
+/// Starts `/bin/sh -c COMMAND` for `--ready exec:` with `HOTSWAP_PID=<child>`,
+/// in a process group of its own and killed if hotswap dies, so that a
+/// probe that hangs can be killed as a whole and never outlives hotswap.
+pub fn spawn_probe(command: &str, child: u32) -> Result<u32, SpawnError> {
+    let shell = Path::new("/bin/sh");
+    let argv = vec!["sh".into(), "-c".into(), command.into()];
+    let mut env = activation::inheritable(std::env::vars_os());
+    env.push(("HOTSWAP_PID".into(), child.to_string().into()));
+    let exec_error = |e| SpawnError::Exec("/bin/sh".into(), e);
+    let plan = ExecPlan::new(shell, argv, env, Vec::new(), None).map_err(exec_error)?;
+    plan.helper().spawn().map_err(exec_error)
 }

@@ -1,5 +1,6 @@
-//! The control socket (DESIGN.md §6): the server side inside hotswap, and
-//! the `hotswap reload` / `hotswap status` client.
+//! The control socket's transport (DESIGN.md §6): binding it (mode 0600,
+//! stale file taken over), serving one JSON request per connection with the
+//! peer's uid checked (`SO_PEERCRED`), and the client's side of it.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -11,32 +12,9 @@ use nix::sys::socket::{getsockopt, sockopt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::listeners::remove_stale_socket;
+use super::paths::private_dir;
 use crate::protocol::control::{PERMISSION_DENIED, Reply, Request};
-use crate::sys::listeners::remove_stale_socket;
-
-/// The directory for control sockets: `$XDG_RUNTIME_DIR/hotswap`,
-/// `/run/hotswap` as root, else `/tmp/hotswap-UID`.
-pub fn runtime_dir() -> PathBuf {
-    let uid = nix::unistd::geteuid();
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("hotswap"),
-        _ if uid.is_root() => PathBuf::from("/run/hotswap"),
-        _ => PathBuf::from(format!("/tmp/hotswap-{uid}")),
-    }
-}
-
-pub fn default_path(name: &str) -> PathBuf {
-    runtime_dir().join(format!("{name}.sock"))
-}
-
-/// Creates `dir` (and parents) with mode 0700 if missing.
-pub fn private_dir(dir: &Path) -> io::Result<()> {
-    if !dir.exists() {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
 
 /// A request is one short JSON line, sent at once.
 const MAX_REQUEST: u64 = 64 * 1024;

@@ -1,0 +1,130 @@
+//! The one place that knows what the driver holds for each child: its
+//! readiness channels and its `exec:` probe. Removing a child's entry at
+//! reap cleans all of it in one step.
+
+use std::collections::HashMap;
+
+use tokio::task::JoinHandle;
+
+use crate::sys::channels::Watch;
+use crate::sys::process::{self, Pid};
+
+/// A child's `--ready exec:` probe.
+#[derive(Debug, Default)]
+enum Probe {
+    /// Not probing (another readiness mode, or done).
+    #[default]
+    Idle,
+    /// A probe process runs (its own process group).
+    Running(Pid),
+    /// The last probe failed; the task wakes the driver for the next.
+    Waiting(JoinHandle<()>),
+}
+
+/// What the driver holds for one child.
+#[derive(Default)]
+struct ChildIo {
+    /// Readers of its channels, held for their `Drop`: it closes and removes the channels.
+    _channels: Option<Watch>,
+    probe: Probe,
+}
+
+impl Drop for ChildIo {
+    fn drop(&mut self) {
+        match std::mem::take(&mut self.probe) {
+            Probe::Idle => {}
+            // A probe must not outlive its child: kill its whole group.
+            Probe::Running(pid) => {
+                let _ = process::kill_group(pid);
+            }
+            Probe::Waiting(task) => task.abort(),
+        }
+    }
+}
+
+/// What a reaped pid was.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reaped {
+    /// A child: everything held for it is released.
+    Child,
+    /// The probe of `child`.
+    Probe {
+        /// The child it probed.
+        child: Pid,
+    },
+    /// Neither (an adopted orphan, or an unknown pid).
+    Other,
+}
+
+/// Every child's I/O, by pid, and every running probe's child.
+#[derive(Default)]
+pub struct Children {
+    by_pid: HashMap<Pid, ChildIo>,
+    probes: HashMap<Pid, Pid>,
+}
+
+impl Children {
+    /// A child was spawned, with its channels' readers if it has any.
+    pub fn add(&mut self, pid: Pid, channels: Option<Watch>) {
+        self.by_pid.insert(pid, ChildIo { _channels: channels, probe: Probe::Idle });
+    }
+
+    /// Whether `child` is known and has no probe running or pending.
+    pub fn may_probe(&self, child: Pid) -> bool {
+        self.by_pid.get(&child).is_some_and(|io| matches!(io.probe, Probe::Idle))
+    }
+
+    /// `probe` runs for `child`.
+    pub fn probe_running(&mut self, child: Pid, probe: Pid) {
+        if let Some(io) = self.by_pid.get_mut(&child) {
+            io.probe = Probe::Running(probe);
+            self.probes.insert(probe, child);
+        }
+    }
+
+    /// `child`'s last probe failed; `task` will ask for the next.
+    pub fn probe_waiting(&mut self, child: Pid, task: JoinHandle<()>) {
+        match self.by_pid.get_mut(&child) {
+            Some(io) => io.probe = Probe::Waiting(task),
+            None => task.abort(),
+        }
+    }
+
+    /// `child`'s retry wait is over: true if it still waits for a probe.
+    pub fn retry_due(&mut self, child: Pid) -> bool {
+        match self.by_pid.get_mut(&child) {
+            Some(io) if matches!(io.probe, Probe::Waiting(_)) => {
+                io.probe = Probe::Idle;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `child`'s probe is done for good (it passed, or will not run again).
+    pub fn probe_done(&mut self, child: Pid) {
+        if let Some(io) = self.by_pid.get_mut(&child) {
+            io.probe = Probe::Idle;
+        }
+    }
+
+    /// Routes a reaped pid, releasing what was held for it.
+    pub fn reaped(&mut self, pid: Pid) -> Reaped {
+        if let Some(child) = self.probes.remove(&pid) {
+            if let Some(io) = self.by_pid.get_mut(&child) {
+                io.probe = Probe::Idle;
+            }
+            return Reaped::Probe { child };
+        }
+        match self.by_pid.remove(&pid) {
+            Some(io) => {
+                if let Probe::Running(probe) = io.probe {
+                    self.probes.remove(&probe);
+                }
+                drop(io);
+                Reaped::Child
+            }
+            None => Reaped::Other,
+        }
+    }
+}
