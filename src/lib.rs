@@ -11,3 +11,6 @@ pub mod logging;
 pub mod protocol;
 pub mod run;
 pub mod sys;
+
+#[cfg(test)]
+mod tidy;
