@@ -2,5 +2,6 @@
 //! control-socket messages. No I/O; table-tested.
 
 pub mod activation;
+pub mod claim;
 pub mod control;
 pub mod notify;

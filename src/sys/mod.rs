@@ -9,6 +9,7 @@ pub mod channels;
 pub mod control;
 pub mod listeners;
 pub mod paths;
+pub mod preload;
 pub mod process;
 pub mod procfs;
 mod raw;
