@@ -135,7 +135,8 @@ fn table(s: &Status) -> String {
         age(s.started_at)
     );
     for socket in &s.sockets {
-        out += &format!("  fd {}  {}  ({})\n", socket.fd, socket.address, socket.name);
+        let fd = socket.fd.map_or("bind".to_string(), |fd| format!("fd {fd}"));
+        out += &format!("  {fd:<6}  {}  ({}, {})\n", socket.address, socket.name, socket.origin);
     }
     out += &format!(
         "\n  {:>8}  {:>4}  {:>4}  {:<9} {:>10}  {:>8}  {:>5}  STATUS\n",

@@ -11,9 +11,9 @@ use crate::core;
 use crate::driver::{self, Service};
 use crate::protocol::activation;
 use crate::sys::control::{self, BindError};
-use crate::sys::listeners::{self, ListenError, SocketOptions};
 use crate::sys::paths;
 use crate::sys::process;
+use crate::sys::sockets::{self, ListenError, SocketOptions, Sockets};
 use crate::sys::spawn::{SpawnError, Spawner, resolve_program};
 use crate::sys::upstream::UpstreamSocket;
 
@@ -83,7 +83,7 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
         reuse_port: args.reuse_port,
         socket_mode: args.socket_mode,
     };
-    let listeners = listeners::open_all(&inherited, &args.listen, options)?;
+    let listeners = sockets::open_all(&inherited, &args.listen, options)?;
     cleanup.files.extend(listeners.iter().filter_map(|l| l.created_file.clone()));
 
     process::become_subreaper().map_err(|e| StartError::Io("PR_SET_CHILD_SUBREAPER".into(), e))?;
@@ -109,8 +109,10 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
         });
 
     for (fd, l) in (activation::FIRST_FD..).zip(&listeners) {
-        tracing::info!("fd {fd}: {} ({})", l.local, l.passed.name);
+        let name = l.passed.as_ref().map_or("unknown", |p| p.name.as_str());
+        tracing::info!("fd {fd}: {} ({name})", l.local);
     }
+    let sockets = Sockets::new(listeners);
     let service = Service {
         name,
         core: core::Config {
@@ -125,12 +127,8 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
             restart: args.restart.into(),
         },
         ready: args.ready,
-        spawner: Spawner {
-            command: args.command,
-            cwd,
-            sockets: listeners.iter().map(|l| l.passed.clone()).collect(),
-        },
-        listeners,
+        spawner: Spawner { command: args.command, cwd, sockets: sockets.passed() },
+        sockets,
         notify_dir,
         control: Some(control_socket),
         upstream,

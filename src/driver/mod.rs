@@ -18,8 +18,8 @@ use crate::protocol::control::{ReloadResult, Reply, Request};
 use crate::protocol::notify;
 use crate::sys::channels::{self, Channels, Heard, Offer};
 use crate::sys::control::ControlRequest;
-use crate::sys::listeners::Listener;
 use crate::sys::process::{self, Exit};
+use crate::sys::sockets::Sockets;
 use crate::sys::spawn::{Spawner, spawn_probe};
 use crate::sys::upstream::{UpstreamSocket, monotonic_usec};
 
@@ -37,7 +37,7 @@ pub struct Service {
     pub core: core::Config,
     pub ready: ReadyMode,
     pub spawner: Spawner,
-    pub listeners: Vec<Listener>,
+    pub sockets: Sockets,
     /// Where each child's private NOTIFY_SOCKET is created (mode 0700).
     pub notify_dir: PathBuf,
     pub control: Option<std::os::unix::net::UnixListener>,

@@ -5,6 +5,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::Service;
 use crate::core::{ChildPhase, Snapshot};
+use crate::protocol::activation::FIRST_FD;
+use crate::protocol::claim::BindAddr;
 use crate::protocol::control::{
     ChildState, ChildStatus, LastReloadResult, ReloadStatus, SocketStatus, Status,
 };
@@ -15,27 +17,38 @@ pub fn build(service: &Service, started_at: SystemTime, snapshot: &Snapshot) -> 
     let now = Instant::now();
     let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     let unix_time = |at: Instant| wall - now.duration_since(at).as_secs_f64();
-    let listeners = &service.listeners;
-    let tcp_ports: Vec<u16> = listeners.iter().filter_map(|l| tcp_port(&l.local)).collect();
-    let unix_paths: Vec<String> = listeners
-        .iter()
-        .filter(|l| tcp_port(&l.local).is_none())
-        .map(|l| l.local.clone())
+    let sockets = &service.sockets;
+    let bound = || sockets.iter().filter_map(|o| o.bound.as_ref());
+    let tcp_ports: Vec<u16> = bound()
+        .filter(|b| b.stream)
+        .filter_map(|b| match &b.addr {
+            BindAddr::Inet(addr) => Some(addr.port()),
+            _ => None,
+        })
+        .collect();
+    let unix_paths: Vec<String> = bound()
+        .filter_map(|b| match &b.addr {
+            BindAddr::Unix(path) => Some(path.display().to_string()),
+            _ => None,
+        })
         .collect();
     Status {
         name: service.name.clone(),
         pid: std::process::id(),
         started_at: started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
         binary: std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
-        sockets: listeners
-            .iter()
-            .enumerate()
-            .map(|(i, l)| SocketStatus {
-                fd: 3 + i as i32,
-                name: l.passed.name.clone(),
-                address: l.local.clone(),
-            })
-            .collect(),
+        sockets: {
+            let mut passed_fds = FIRST_FD..;
+            sockets
+                .iter()
+                .map(|o| SocketStatus {
+                    fd: o.passed.as_ref().and_then(|_| passed_fds.next()),
+                    name: o.passed.as_ref().map_or("unknown", |p| p.name.as_str()).to_string(),
+                    address: o.local.clone(),
+                    origin: o.origin.to_string(),
+                })
+                .collect()
+        },
         generation: snapshot.serving(),
         children: snapshot
             .children
@@ -66,9 +79,4 @@ pub fn build(service: &Service, started_at: SystemTime, snapshot: &Snapshot) -> 
             duration_ms: r.duration.as_millis() as u64,
         }),
     }
-}
-
-/// The port of a TCP socket's local address (`127.0.0.1:8080`, `[::]:8080`); None for the rest.
-fn tcp_port(local: &str) -> Option<u16> {
-    local.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
 }

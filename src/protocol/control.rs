@@ -116,9 +116,15 @@ pub struct Status {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketStatus {
-    pub fd: i32,
+    /// Its fd in every child (3, 4, …); None for a socket claimed at `bind()`,
+    /// which reaches a child only through its bind.
+    pub fd: Option<i32>,
+    /// Its `LISTEN_FDNAMES` name (`unknown` when none was given).
     pub name: String,
+    /// The bound address.
     pub address: String,
+    /// `systemd`, `listen` or `claimed by gen N`.
+    pub origin: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -12,8 +12,8 @@ use nix::sys::socket::{getsockopt, sockopt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::listeners::remove_stale_socket;
 use super::paths::private_dir;
+use super::sockets::remove_stale_socket;
 use crate::protocol::control::{PERMISSION_DENIED, Reply, Request};
 
 /// A request is one short JSON line, sent at once.

@@ -7,11 +7,11 @@
 
 pub mod channels;
 pub mod control;
-pub mod listeners;
 pub mod paths;
 pub mod preload;
 pub mod process;
 pub mod procfs;
 mod raw;
+pub mod sockets;
 pub mod spawn;
 pub mod upstream;

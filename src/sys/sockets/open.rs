@@ -1,5 +1,6 @@
-//! The listening sockets: adopted from systemd or bound here, pinned at fds
-//! 3, 4, … in hotswap itself, blocking, close-on-exec, open until hotswap exits.
+//! The sockets given at start: adopted from systemd or bound for `--listen`,
+//! pinned at fds 3, 4, … in hotswap itself, blocking, close-on-exec, open
+//! until hotswap exits.
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -11,9 +12,10 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use socket2::{Domain, SockAddr, Socket, Type};
 use thiserror::Error;
 
-use super::raw;
+use super::{Origin, Owned};
 use crate::config::{Host, ListenAddr, ListenSpec};
 use crate::protocol::activation::{FIRST_FD, Inherited, PassedSocket};
+use crate::sys::raw;
 
 #[derive(Debug, Error)]
 pub enum ListenError {
@@ -40,17 +42,6 @@ pub struct SocketOptions {
     pub socket_mode: Option<u32>,
 }
 
-/// One socket hotswap owns and passes on.
-#[derive(Debug)]
-pub struct Listener {
-    pub fd: OwnedFd,
-    pub passed: PassedSocket,
-    /// The bound address, for status and logs.
-    pub local: String,
-    /// A unix socket file hotswap created, removed when it exits.
-    pub created_file: Option<PathBuf>,
-}
-
 /// Adopts what systemd passed (`inherited`, at fds 3..), marks every other
 /// inherited fd close-on-exec, then binds `specs` at the following fd numbers.
 /// On failure, socket files already created are removed: hotswap will not start.
@@ -58,7 +49,7 @@ pub fn open_all(
     inherited: &Inherited,
     specs: &[ListenSpec],
     opts: SocketOptions,
-) -> Result<Vec<Listener>, ListenError> {
+) -> Result<Vec<Owned>, ListenError> {
     let mut listeners = Vec::new();
     let opened = open_into(&mut listeners, inherited, specs, opts);
     if opened.is_err() {
@@ -70,29 +61,37 @@ pub fn open_all(
 }
 
 fn open_into(
-    listeners: &mut Vec<Listener>,
+    listeners: &mut Vec<Owned>,
     inherited: &Inherited,
     specs: &[ListenSpec],
     opts: SocketOptions,
 ) -> Result<(), ListenError> {
     for (i, name) in inherited.names.iter().enumerate() {
         let fd = FIRST_FD + i as i32;
-        let owned = raw::adopt_fd(fd).map_err(|e| ListenError::Inherited(fd, e))?;
-        let local = describe(&owned).map_err(|e| ListenError::Inherited(fd, e))?;
-        listeners.push(Listener {
-            fd: owned,
-            passed: PassedSocket { name: name.clone(), address: local.clone() },
-            local,
-            created_file: None,
-        });
+        let adopted = raw::adopt_fd(fd).map_err(|e| ListenError::Inherited(fd, e))?;
+        let local = describe(&adopted).map_err(|e| ListenError::Inherited(fd, e))?;
+        let passed = PassedSocket { name: name.clone(), address: local };
+        let owned = Owned::new(adopted, Origin::Systemd, Some(passed))
+            .map_err(|e| ListenError::Inherited(fd, e))?;
+        listeners.push(owned);
     }
     let first_free = FIRST_FD + listeners.len() as i32;
     raw::cloexec_from(first_free).map_err(|e| ListenError::Io("close-on-exec sweep".into(), e))?;
     for spec in specs {
         let target = FIRST_FD + listeners.len() as i32;
-        listeners.push(bind(spec, opts)?);
-        let pinned = &mut listeners.last_mut().expect("just pushed").fd;
-        raw::pin_fd(pinned, target).map_err(|e| ListenError::Io(spec.text.clone(), e))?;
+        let (mut fd, passed, created_file) = bind(spec, opts)?;
+        // Pinned before anything else can close the file the socket was bound at.
+        let pinned = raw::pin_fd(&mut fd, target);
+        let owned = Owned::new(fd, Origin::Listen, Some(passed));
+        let io_err = |e| ListenError::Io(spec.text.clone(), e);
+        let mut owned = pinned.and(owned).map_err(|e| {
+            if let Some(file) = &created_file {
+                let _ = std::fs::remove_file(file);
+            }
+            io_err(e)
+        })?;
+        owned.created_file = created_file;
+        listeners.push(owned);
     }
     for listener in listeners.iter() {
         set_blocking(&listener.fd).map_err(|e| ListenError::Io(listener.local.clone(), e))?;
@@ -111,7 +110,12 @@ fn set_blocking(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-fn bind(spec: &ListenSpec, opts: SocketOptions) -> Result<Listener, ListenError> {
+/// Binds one `--listen` socket: its fd, how children are told of it, and the
+/// socket file it created.
+fn bind(
+    spec: &ListenSpec,
+    opts: SocketOptions,
+) -> Result<(OwnedFd, PassedSocket, Option<PathBuf>), ListenError> {
     let io_err = |e: io::Error| match e.kind() {
         io::ErrorKind::AddrInUse => ListenError::InUse(spec.text.clone()),
         _ => ListenError::Io(spec.text.clone(), e),
@@ -154,9 +158,7 @@ fn bind(spec: &ListenSpec, opts: SocketOptions) -> Result<Listener, ListenError>
             (socket, format!("@{abstract_name}"), None)
         }
     };
-    let fd = OwnedFd::from(socket);
-    let local = describe(&fd).map_err(io_err)?;
-    Ok(Listener { fd, passed: PassedSocket { name, address }, local, created_file })
+    Ok((OwnedFd::from(socket), PassedSocket { name, address }, created_file))
 }
 
 /// `[::]:PORT` with IPV6_V6ONLY off takes IPv4 too; a host without IPv6 gets `0.0.0.0:PORT`.
@@ -218,7 +220,7 @@ pub fn remove_stale_socket(path: &Path) -> io::Result<()> {
 }
 
 /// The bound address of a socket, as a user would write it.
-fn describe(fd: &OwnedFd) -> io::Result<String> {
+pub fn describe(fd: &OwnedFd) -> io::Result<String> {
     let socket = socket2::SockRef::from(fd);
     let addr = socket.local_addr()?;
     let udp = socket.r#type()? == Type::DGRAM;

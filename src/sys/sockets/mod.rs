@@ -1,0 +1,305 @@
+//! The sockets hotswap owns: those systemd passed and `--listen` bound at
+//! start (`open`), and those claimed at a child's `bind()` (DESIGN.md §7).
+//! All of them stay open, in hotswap, until hotswap exits, except a claimed
+//! socket that no serving child holds any more.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::protocol::activation::PassedSocket;
+use crate::protocol::claim::BindAddr;
+
+pub mod open;
+
+pub use open::{ListenError, SocketOptions, open_all, remove_stale_socket};
+
+/// A socket as the kernel names it: `st_dev` and `st_ino` from `fstat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SocketId {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+impl SocketId {
+    /// The id of the socket (or file) `fd` refers to.
+    pub fn of(fd: impl AsFd) -> io::Result<SocketId> {
+        let st = nix::sys::stat::fstat(fd)?;
+        Ok(SocketId { dev: st.st_dev, ino: st.st_ino })
+    }
+}
+
+/// Where an owned socket came from, as `hotswap status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Passed by systemd (hotswap's own `LISTEN_FDS`).
+    Systemd,
+    /// Bound at start for `--listen`.
+    Listen,
+    /// Bound when a child of this generation called `bind()`.
+    Claimed {
+        /// The generation whose child claimed it first.
+        generation: u64,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Systemd => f.write_str("systemd"),
+            Origin::Listen => f.write_str("listen"),
+            Origin::Claimed { generation } => write!(f, "claimed by gen {generation}"),
+        }
+    }
+}
+
+/// What a socket is bound to, for matching an app's `bind()` against it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// TCP or a unix stream socket (false: UDP or a unix datagram socket).
+    pub stream: bool,
+    /// Its local address.
+    pub addr: BindAddr,
+    /// `IPV6_V6ONLY` of an IPv6 socket.
+    pub v6only: bool,
+}
+
+/// One socket hotswap owns.
+#[derive(Debug)]
+pub struct Owned {
+    /// hotswap's fd (close-on-exec; the passed ones sit at fds 3..).
+    pub fd: OwnedFd,
+    /// How the kernel names it, to recognise it in children and in `/proc`.
+    pub id: SocketId,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The bound address, for status and logs.
+    pub local: String,
+    /// For the passed ones (systemd, `--listen`): how children's environment names it.
+    pub passed: Option<PassedSocket>,
+    /// A unix socket file hotswap created, removed when it exits.
+    pub created_file: Option<PathBuf>,
+    /// What it is bound to, when hotswap could read it.
+    pub bound: Option<Bound>,
+}
+
+impl Owned {
+    /// Describes an open socket.
+    pub fn new(fd: OwnedFd, origin: Origin, passed: Option<PassedSocket>) -> io::Result<Owned> {
+        let id = SocketId::of(&fd)?;
+        let local = open::describe(&fd)?;
+        let bound = bound_of(&fd);
+        Ok(Owned { fd, id, origin, local, passed, created_file: None, bound })
+    }
+
+    /// Whether it was given explicitly (systemd, `--listen`) rather than claimed.
+    pub fn is_explicit(&self) -> bool {
+        !matches!(self.origin, Origin::Claimed { .. })
+    }
+}
+
+fn bound_of(fd: &OwnedFd) -> Option<Bound> {
+    let socket = socket2::SockRef::from(fd);
+    let stream = socket.r#type().ok()? == Type::STREAM;
+    let local = socket.local_addr().ok()?;
+    let addr = if let Some(inet) = local.as_socket() {
+        BindAddr::Inet(inet)
+    } else if let Some(path) = local.as_pathname() {
+        BindAddr::Unix(path.to_path_buf())
+    } else {
+        BindAddr::Abstract(local.as_abstract_namespace()?.to_vec())
+    };
+    let v6only =
+        matches!(addr, BindAddr::Inet(SocketAddr::V6(_))) && socket.only_v6().unwrap_or(false);
+    Some(Bound { stream, addr, v6only })
+}
+
+/// Every socket hotswap owns, passed ones first in fd order.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    owned: Vec<Owned>,
+}
+
+impl Sockets {
+    /// The sockets opened at start (see [`open_all`]).
+    pub fn new(owned: Vec<Owned>) -> Sockets {
+        Sockets { owned }
+    }
+
+    /// Every owned socket.
+    pub fn iter(&self) -> impl Iterator<Item = &Owned> {
+        self.owned.iter()
+    }
+
+    /// The sockets every child gets at fds 3.. (systemd's, then `--listen`).
+    pub fn passed(&self) -> Vec<PassedSocket> {
+        self.owned.iter().filter_map(|o| o.passed.clone()).collect()
+    }
+
+    /// The owned socket an app's bind of `want` gets, if any. Matching
+    /// follows the kernel: the exact address; a wildcard of the same family
+    /// and port; and, for sockets given explicitly (`--listen`, systemd), a
+    /// wildcard that covers the address, since the kernel would refuse the
+    /// app's bind next to it with `EADDRINUSE` anyway.
+    pub fn for_bind(&self, stream: bool, want: &BindAddr) -> Option<&Owned> {
+        let matching = |o: &&Owned| {
+            let Some(bound) = &o.bound else { return false };
+            bound.stream == stream && covers(bound, want, o.is_explicit())
+        };
+        // An exact match wins over a covering wildcard.
+        let exact = self
+            .owned
+            .iter()
+            .find(|o| o.bound.as_ref().is_some_and(|b| b.stream == stream && &b.addr == want));
+        exact.or_else(|| self.owned.iter().find(matching))
+    }
+
+    /// Binds a new socket for an app's bind of `addr` (TCP or UDP), as the
+    /// app asked for it, and keeps it. Errors are the kernel's.
+    pub fn claim(
+        &mut self,
+        stream: bool,
+        protocol: i32,
+        addr: SocketAddr,
+        v6only: Option<bool>,
+        backlog: Option<i32>,
+        generation: u64,
+    ) -> io::Result<&Owned> {
+        let ty = if stream { Type::STREAM } else { Type::DGRAM };
+        let protocol = (protocol != 0).then(|| Protocol::from(protocol));
+        let socket = Socket::new(Domain::for_address(addr), ty, protocol)?;
+        if let (SocketAddr::V6(_), Some(only)) = (addr, v6only) {
+            socket.set_only_v6(only)?;
+        }
+        // SO_REUSEADDR lets a listener that an app shut down listen again
+        // while connections on its port remain (DESIGN.md §2).
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        if stream {
+            socket.listen(backlog.unwrap_or(i32::MAX))?;
+        }
+        let owned = Owned::new(socket.into(), Origin::Claimed { generation }, None)?;
+        self.owned.push(owned);
+        Ok(self.owned.last().expect("just pushed"))
+    }
+
+    /// Whether `id` names a socket hotswap owns.
+    pub fn owns(&self, id: SocketId) -> bool {
+        self.owned.iter().any(|o| o.id == id)
+    }
+
+    /// Whether the file `id` is the file of a unix socket hotswap owns.
+    pub fn owns_file(&self, id: SocketId) -> bool {
+        self.owned.iter().filter_map(|o| o.created_file.as_ref().or(unix_path(o))).any(|path| {
+            nix::sys::stat::lstat(path).is_ok_and(|st| st.st_dev == id.dev && st.st_ino == id.ino)
+        })
+    }
+
+    /// Closes the claimed socket `id` (no serving child holds it any more).
+    pub fn release(&mut self, id: SocketId) -> Option<Owned> {
+        let at = self.owned.iter().position(|o| o.id == id && !o.is_explicit())?;
+        Some(self.owned.remove(at))
+    }
+}
+
+fn unix_path(o: &Owned) -> Option<&PathBuf> {
+    match &o.bound {
+        Some(Bound { addr: BindAddr::Unix(path), .. }) => Some(path),
+        _ => None,
+    }
+}
+
+/// Whether a socket bound as `bound` serves an app's bind of `want`.
+fn covers(bound: &Bound, want: &BindAddr, explicit: bool) -> bool {
+    let (BindAddr::Inet(have), BindAddr::Inet(want)) = (&bound.addr, want) else {
+        return bound.addr == *want;
+    };
+    if have.port() != want.port() {
+        return false;
+    }
+    if have == want {
+        return true;
+    }
+    let same_family = have.is_ipv4() == want.is_ipv4();
+    if same_family && have.ip().is_unspecified() && want.ip().is_unspecified() {
+        return true;
+    }
+    if !explicit || !have.ip().is_unspecified() {
+        return false;
+    }
+    match (have.ip(), want.ip()) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => true,
+        (IpAddr::V6(_), IpAddr::V6(_)) => true,
+        // A dual-stack [::] takes IPv4 too.
+        (IpAddr::V6(_), IpAddr::V4(_)) => !bound.v6only,
+        (IpAddr::V4(_), IpAddr::V6(w)) => w.to_ipv4_mapped().is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inet(s: &str) -> BindAddr {
+        BindAddr::Inet(s.parse().unwrap())
+    }
+
+    fn bound(addr: &str, v6only: bool) -> Bound {
+        Bound { stream: true, addr: inet(addr), v6only }
+    }
+
+    #[test]
+    fn exact_and_same_family_wildcards_match_whoever_bound_them() {
+        assert!(covers(&bound("127.0.0.1:3000", false), &inet("127.0.0.1:3000"), false));
+        assert!(covers(&bound("[::]:3000", false), &inet("[::]:3000"), false));
+        assert!(covers(&bound("0.0.0.0:3000", false), &inet("0.0.0.0:3000"), false));
+        assert!(!covers(&bound("127.0.0.1:3000", false), &inet("127.0.0.1:3001"), true));
+        assert!(!covers(&bound("127.0.0.1:3000", false), &inet("0.0.0.0:3000"), true));
+        // A claimed wildcard does not swallow a specific address: the app asked for that.
+        assert!(!covers(&bound("[::]:3000", false), &inet("127.0.0.1:3000"), false));
+        assert!(!covers(&bound("[::]:3000", false), &inet("0.0.0.0:3000"), false));
+    }
+
+    #[test]
+    fn an_explicit_wildcard_covers_what_the_kernel_would_refuse_next_to_it() {
+        assert!(covers(&bound("[::]:3000", false), &inet("0.0.0.0:3000"), true));
+        assert!(covers(&bound("[::]:3000", false), &inet("127.0.0.1:3000"), true));
+        assert!(covers(&bound("[::]:3000", false), &inet("[::1]:3000"), true));
+        assert!(!covers(&bound("[::]:3000", true), &inet("127.0.0.1:3000"), true), "v6 only");
+        assert!(covers(&bound("0.0.0.0:3000", false), &inet("127.0.0.1:3000"), true));
+        assert!(!covers(&bound("0.0.0.0:3000", false), &inet("[::1]:3000"), true));
+    }
+
+    #[test]
+    fn unix_addresses_match_only_themselves() {
+        let b = Bound { stream: true, addr: BindAddr::Unix("/run/a.sock".into()), v6only: false };
+        assert!(covers(&b, &BindAddr::Unix("/run/a.sock".into()), true));
+        assert!(!covers(&b, &BindAddr::Unix("/run/b.sock".into()), true));
+        assert!(!covers(&b, &BindAddr::Abstract(b"a.sock".to_vec()), true));
+    }
+
+    #[test]
+    fn a_claim_binds_as_asked_and_is_found_again() {
+        let mut sockets = Sockets::default();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let owned = sockets.claim(true, 0, addr, None, None, 4).unwrap();
+        let BindAddr::Inet(local) = owned.bound.clone().unwrap().addr else { panic!() };
+        assert_ne!(local.port(), 0);
+        assert_eq!(owned.origin.to_string(), "claimed by gen 4");
+        let id = owned.id;
+        assert_eq!(sockets.for_bind(true, &BindAddr::Inet(local)).map(|o| o.id), Some(id));
+        assert!(sockets.for_bind(false, &BindAddr::Inet(local)).is_none(), "UDP is another socket");
+        assert!(sockets.owns(id));
+        assert!(sockets.release(id).is_some());
+        assert!(!sockets.owns(id));
+        let v6: SocketAddr = "[::1]:0".parse().unwrap();
+        let owned = sockets.claim(true, 0, v6, Some(true), None, 5).unwrap();
+        assert!(owned.bound.as_ref().unwrap().v6only);
+    }
+}
