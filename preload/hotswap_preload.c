@@ -81,8 +81,9 @@ __attribute__((constructor)) static void hotswap_preload_init(void) {
 /* One request, one reply: 0 and *reply filled in (and *fd_out, if hotswap
  * sent a socket), or -1 when hotswap could not be asked. */
 static int ask(const struct hs_request *req, int fd_in, struct hs_reply *reply, int *fd_out) {
+    *fd_out = -1;
     if (claim_addr_len == 0) return -1;
-    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0) return -1;
     /* hotswap answers at once; never hang an app's bind on it. */
     struct timeval timeout = {.tv_sec = 10, .tv_usec = 0};
@@ -106,23 +107,31 @@ static int ask(const struct hs_request *req, int fd_in, struct hs_reply *reply, 
         c->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(c), &fd_in, sizeof(int));
     }
+    /* 160 bytes on a fresh unix stream: sent whole or not at all. */
     if (sendmsg(s, &out, MSG_NOSIGNAL) != (ssize_t)sizeof *req) goto fail;
 
-    memset(&control, 0, sizeof control);
-    struct iovec in_iov = {.iov_base = reply, .iov_len = sizeof *reply};
-    struct msghdr in = {.msg_iov = &in_iov, .msg_iovlen = 1,
-                        .msg_control = control.buf, .msg_controllen = sizeof control.buf};
-    ssize_t n = recvmsg(s, &in, MSG_CMSG_CLOEXEC);
-    if (n != (ssize_t)sizeof *reply || reply->magic != HS_MAGIC) goto fail;
-    *fd_out = -1;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&in); c != NULL; c = CMSG_NXTHDR(&in, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            memcpy(fd_out, CMSG_DATA(c), sizeof(int));
+    size_t have = 0;
+    while (have < sizeof *reply) {
+        memset(&control, 0, sizeof control);
+        struct iovec in_iov = {.iov_base = (char *)reply + have, .iov_len = sizeof *reply - have};
+        struct msghdr in = {.msg_iov = &in_iov, .msg_iovlen = 1,
+                            .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+        ssize_t n = recvmsg(s, &in, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) goto fail;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&in); c != NULL; c = CMSG_NXTHDR(&in, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && *fd_out < 0) {
+                memcpy(fd_out, CMSG_DATA(c), sizeof(int));
+            }
         }
+        have += (size_t)n;
     }
+    if (reply->magic != HS_MAGIC) goto fail;
     close(s);
     return 0;
 fail:
+    if (*fd_out >= 0) close(*fd_out);
+    *fd_out = -1;
     close(s);
     return -1;
 }

@@ -15,7 +15,7 @@
 //! - `Spawn` must be answered with exactly one `Spawned` or `SpawnFailed`,
 //!   and every `Spawned` pid with exactly one `Exited` once it is reaped.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::timers::{Timer, Timers};
@@ -87,6 +87,14 @@ struct Child {
     phase: ChildPhase,
     status: Option<String>,
     restarts: u32,
+    /// An explicit signal held back until its tree is seen taking connections (`detect`).
+    signalled: Option<Via>,
+    /// Whether its tree holds one of hotswap's sockets, as last seen.
+    holds: Option<bool>,
+    /// What went wrong for it that would explain an early exit (a refused bind).
+    trouble: Option<String>,
+    /// Sockets of its own its tree was seen listening on.
+    own_listeners: Vec<String>,
 }
 
 /// The last reload's result, for `hotswap status`.
@@ -171,6 +179,8 @@ pub struct Supervisor {
     waiters: Waiters,
     next_generation: GenId,
     last_reload: Option<LastReload>,
+    /// Own listeners already warned about: one warning per address.
+    warned: BTreeSet<String>,
     actions: VecDeque<Action>,
 }
 
@@ -189,6 +199,7 @@ impl Supervisor {
             waiters: Waiters::default(),
             next_generation: 1,
             last_reload: None,
+            warned: BTreeSet::new(),
             actions: VecDeque::new(),
         };
         sup.start_generation(now);
@@ -256,9 +267,22 @@ impl Supervisor {
                 Running { .. } | Retrying { .. } | Stopping { .. },
                 Event::SpawnFailed { generation, instance, status, reason },
             ) => self.on_spawn_failed(now, generation, instance, status, reason),
-            (Running { .. } | Retrying { .. }, Event::Ready { pid }) => self.on_ready(now, pid),
+            (Running { .. } | Retrying { .. }, Event::Ready { pid, via }) => {
+                self.on_signal(now, pid, via)
+            }
+            (Running { .. } | Retrying { .. }, Event::Observed { pid, seen }) => {
+                self.on_observed(now, pid, seen)
+            }
             // Every child drains while stopping: readiness no longer matters.
-            (Stopping { .. }, Event::Ready { .. }) => {}
+            (Stopping { .. }, Event::Ready { .. } | Event::Observed { .. }) => {}
+            (
+                Running { .. } | Retrying { .. } | Stopping { .. },
+                Event::BindFailed { pid, addr, error },
+            ) => {
+                if let Some(child) = self.children.get_mut(&pid) {
+                    child.trouble.get_or_insert(format!("bind {addr}: {error}"));
+                }
+            }
 
             (Running { .. } | Retrying { .. } | Stopping { .. }, Event::Status { pid, text }) => {
                 if let Some(child) = self.children.get_mut(&pid) {
@@ -349,7 +373,9 @@ impl Supervisor {
             }
             // Retiring a generation cancels its ready timeout.
             (Retrying { .. } | Stopping { .. }, Timer::ReadyTimeout(_)) => {}
-            (Running { .. } | Retrying { .. }, Timer::ReadyDelay(pid)) => self.on_ready(now, pid),
+            (Running { .. } | Retrying { .. }, Timer::ReadyDelay(pid)) => {
+                self.on_ready(now, pid, Via::Delay)
+            }
             (Stopping { .. }, Timer::ReadyDelay(_)) => {}
             (Running { .. } | Retrying { .. } | Stopping { .. }, Timer::Kill(pid)) => {
                 let child = self.children.get_mut(&pid).expect("a kill timer is for a live child");
@@ -385,6 +411,10 @@ impl Supervisor {
                 phase: ChildPhase::Starting,
                 status: None,
                 restarts,
+                signalled: None,
+                holds: None,
+                trouble: None,
+                own_listeners: Vec::new(),
             },
         );
         match phase {
@@ -434,14 +464,67 @@ impl Supervisor {
         }
     }
 
-    fn on_ready(&mut self, now: Instant, pid: Pid) {
+    /// An explicit signal: `READY=1`, the ready fd, IPC, a probe.
+    fn on_signal(&mut self, now: Instant, pid: Pid, via: Via) {
+        let Some(child) = self.children.get_mut(&pid) else { return };
+        if child.phase != ChildPhase::Starting {
+            return;
+        }
+        let alone = !self.config.detect || matches!(via, Via::Probe | Via::Delay | Via::Seen(_));
+        match child.holds {
+            // Its tree holds a socket of ours but was not seen taking
+            // connections yet, or was not looked at yet: wait for that.
+            Some(true) | None if !alone => child.signalled = Some(via),
+            Some(_) | None => self.on_ready(now, pid, via),
+        }
+    }
+
+    fn on_observed(&mut self, now: Instant, pid: Pid, seen: Seen) {
+        let Some(child) = self.children.get_mut(&pid) else { return };
+        let generation = child.generation;
+        let mut new = Vec::new();
+        for addr in seen.own_listeners {
+            if !child.own_listeners.contains(&addr) {
+                child.own_listeners.push(addr.clone());
+                new.push(addr);
+            }
+        }
+        if child.phase == ChildPhase::Starting {
+            child.holds = Some(seen.holds);
+        }
+        let phase = child.phase;
+        let held_back = if seen.holds { None } else { child.signalled.take() };
+        for addr in new {
+            if self.warned.insert(addr.clone()) {
+                self.log(Notice::OwnListener { generation, pid, addr });
+            }
+        }
+        if phase != ChildPhase::Starting {
+            return;
+        }
+        let taking = match (seen.taking, seen.holds) {
+            (Some(how), _) => Some(how),
+            // A program that binds its own port (no shim) serves on it.
+            (None, false) => seen.taking_elsewhere,
+            (None, true) => None,
+        };
+        match (taking, held_back) {
+            (Some(how), _) if self.config.detect => self.on_ready(now, pid, Via::Seen(how)),
+            (_, Some(via)) => self.on_ready(now, pid, via),
+            (_, None) => {}
+        }
+    }
+
+    fn on_ready(&mut self, now: Instant, pid: Pid, via: Via) {
         let Some(child) = self.children.get_mut(&pid) else { return };
         if child.phase != ChildPhase::Starting {
             return;
         }
         child.phase = ChildPhase::Ready;
+        child.signalled = None;
         let generation = child.generation;
         self.timers.cancel(Timer::ReadyDelay(pid));
+        self.push(Action::Settled { pid });
         if self.starting() == Some(generation) {
             let ready = self
                 .children
@@ -449,7 +532,7 @@ impl Supervisor {
                 .filter(|c| c.generation == generation && c.phase == ChildPhase::Ready)
                 .count();
             if ready == self.config.instances as usize {
-                self.take_over(now, generation);
+                self.take_over(now, generation, via);
             }
         }
     }
@@ -463,7 +546,8 @@ impl Supervisor {
         let generation = child.generation;
         match self.generations.get(&generation).map(|g| g.phase) {
             Some(GenPhase::Starting) => {
-                self.fail_generation(now, generation, FailReason::Exited { pid, status })
+                let cause = self.cause_of_exit(&child);
+                self.fail_generation(now, generation, FailReason::Exited { pid, status, cause })
             }
             Some(GenPhase::Serving) => {
                 let instance = child.instance;
@@ -534,7 +618,7 @@ impl Supervisor {
     }
 
     /// Every instance of `generation` is ready: it serves now, the old one retires.
-    fn take_over(&mut self, now: Instant, generation: GenId) {
+    fn take_over(&mut self, now: Instant, generation: GenId, via: Via) {
         let old = self.serving();
         let g = self.generations.get_mut(&generation).expect("starting generation exists");
         g.phase = GenPhase::Serving;
@@ -543,7 +627,7 @@ impl Supervisor {
         if let Mode::Running { reload_pending, .. } = self.mode {
             self.mode = Mode::Running { reload_pending, failed_starts: 0 };
         }
-        self.report(generation, Notice::Ready { generation, after });
+        self.report(generation, Notice::Ready { generation, after, via });
         if let Some(old) = old {
             self.last_reload = Some(LastReload { generation, failure: None, duration: after });
             let pids = self.pids_of(Some(old));
@@ -584,6 +668,9 @@ impl Supervisor {
         let Mode::Running { reload_pending, failed_starts } = self.mode else {
             unreachable!("a generation fails only while running")
         };
+        if self.config.detect && matches!(reason, FailReason::NotReady { .. }) {
+            self.log(Notice::NeverReady { generation });
+        }
         match self.config.restart {
             Restart::Never => {
                 let code = match reason {
@@ -639,6 +726,9 @@ impl Supervisor {
         let child = self.children.get_mut(&pid).expect("ending a known child");
         match child.phase {
             ChildPhase::Starting | ChildPhase::Ready => {
+                if child.phase == ChildPhase::Starting {
+                    self.actions.push_back(Action::Settled { pid });
+                }
                 child.phase = ChildPhase::Draining;
                 self.timers.cancel(Timer::ReadyDelay(pid));
                 self.timers.set(Timer::Kill(pid), now + self.config.drain_timeout);
@@ -651,6 +741,9 @@ impl Supervisor {
 
     fn kill_child(&mut self, pid: Pid) {
         let child = self.children.get_mut(&pid).expect("killing a known child");
+        if child.phase == ChildPhase::Starting {
+            self.actions.push_back(Action::Settled { pid });
+        }
         if child.phase != ChildPhase::Killed {
             child.phase = ChildPhase::Killed;
             self.timers.cancel(Timer::Kill(pid));
@@ -725,6 +818,24 @@ impl Supervisor {
         let reports = self.waiters.report(generation, &notice);
         self.actions.extend(reports);
         self.log(notice);
+    }
+
+    /// Why a starting child may have exited: a bind refused to it, or a
+    /// serving child that holds the port itself (EADDRINUSE for the new one).
+    fn cause_of_exit(&self, child: &Child) -> Option<String> {
+        if let Some(trouble) = &child.trouble {
+            return Some(trouble.clone());
+        }
+        let serving = self.serving()?;
+        let holder = self
+            .children
+            .iter()
+            .find(|(_, c)| c.generation == serving && !c.own_listeners.is_empty())?;
+        Some(format!(
+            "gen {serving} pid {} listens on {} itself, so a new generation cannot bind it",
+            holder.0,
+            holder.1.own_listeners.join(", ")
+        ))
     }
 
     fn serving(&self) -> Option<GenId> {

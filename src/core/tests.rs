@@ -17,6 +17,7 @@ fn config() -> Config {
         drain_timeout: Duration::from_secs(30),
         stop_signal: TERM,
         restart: Restart::OnFailure,
+        detect: false,
     }
 }
 
@@ -90,7 +91,7 @@ impl Harness {
     }
 
     fn ready(&mut self, pid: Pid) -> Vec<Action> {
-        self.event(Event::Ready { pid })
+        self.event(Event::Ready { pid, via: Via::Notify })
     }
 
     /// Starts generation 1 and makes it ready.
@@ -115,8 +116,10 @@ fn logs(actions: &[Action]) -> Vec<String> {
         .collect()
 }
 
+/// The actions that change something outside: no logs, no `Settled`
+/// (which only stops readiness watching; tested on its own).
 fn without_logs(actions: Vec<Action>) -> Vec<Action> {
-    actions.into_iter().filter(|a| !matches!(a, Action::Log(_))).collect()
+    actions.into_iter().filter(|a| !matches!(a, Action::Log(_) | Action::Settled { .. })).collect()
 }
 
 fn spawn(generation: GenId, instance: u32) -> Action {
@@ -144,7 +147,7 @@ fn start_spawns_generation_one_and_reports_ready_once() {
     let actions = h.advance(ms(40));
     assert!(actions.is_empty(), "nothing happens while waiting: {actions:?}");
     let actions = h.ready(100);
-    assert_eq!(logs(&actions), vec!["gen 1 ready after 40ms"]);
+    assert_eq!(logs(&actions), vec!["gen 1 ready after 40ms (READY=1)"]);
     assert_eq!(without_logs(actions), vec![upstream_ready("gen 1 serving (pids 100)")]);
     assert_eq!(h.sup.snapshot().serving(), Some(1));
     assert!(h.ready(100).is_empty(), "a second READY=1 changes nothing");
@@ -162,8 +165,8 @@ fn several_instances_take_over_only_when_all_are_ready() {
     let actions = h.actions();
     assert_eq!(without_logs(actions.clone()), vec![spawn(1, 0), spawn(1, 1), spawn(1, 2)]);
     assert_eq!(logs(&actions), vec!["gen 1 started (pids 100,101,102)"]);
-    assert!(h.ready(100).is_empty());
-    assert!(h.ready(102).is_empty());
+    assert_eq!(h.ready(100), vec![Action::Settled { pid: 100 }], "one ready is not enough");
+    assert_eq!(h.ready(102), vec![Action::Settled { pid: 102 }]);
     let actions = h.ready(101);
     assert_eq!(without_logs(actions), vec![upstream_ready("gen 1 serving (pids 100,101,102)")]);
 }
@@ -175,7 +178,7 @@ fn ready_delay_mode_declares_readiness_itself() {
     assert_eq!(h.sup.poll_timeout(), Some(h.now + ms(500)));
     assert!(h.advance(ms(499)).is_empty());
     let actions = h.advance(ms(1));
-    assert_eq!(logs(&actions), vec!["gen 1 ready after 500ms"]);
+    assert_eq!(logs(&actions), vec!["gen 1 ready after 500ms (ready delay passed)"]);
 }
 
 // ---- a child exits under each restart policy ----
@@ -321,7 +324,10 @@ fn reload_starts_a_new_generation_then_retires_the_old_one() {
     assert_eq!(without_logs(actions), vec![Action::Upstream(Upstream::Reloading), spawn(2, 0)]);
     assert!(h.advance(ms(200)).is_empty(), "the old generation is not touched before ready");
     let actions = h.ready(101);
-    assert_eq!(logs(&actions), vec!["gen 2 ready after 200ms", "gen 1 retiring (pids 100)"]);
+    assert_eq!(
+        logs(&actions),
+        vec!["gen 2 ready after 200ms (READY=1)", "gen 1 retiring (pids 100)"]
+    );
     assert_eq!(without_logs(actions), vec![term(100), upstream_ready("gen 2 serving (pids 101)")]);
     let actions = h.advance(ms(300));
     assert!(actions.is_empty());
@@ -350,7 +356,7 @@ fn reload_wait_client_sees_every_step_and_the_outcome() {
     assert_eq!(
         seen,
         vec![
-            "gen 2 ready after 10ms",
+            "gen 2 ready after 10ms (READY=1)",
             "gen 1 retiring (pids 100)",
             "gen 1 gone, drained after 0ms",
             "TookOver { generation: 2 }",
@@ -363,7 +369,7 @@ fn a_new_generation_that_exits_is_rolled_back_and_the_old_one_untouched() {
     let mut h = Harness::serving(config());
     h.event(Event::Reload { waiter: Some(1) });
     let actions = h.exit(101, ExitStatus::Exited(1));
-    let reason = FailReason::Exited { pid: 101, status: ExitStatus::Exited(1) };
+    let reason = FailReason::Exited { pid: 101, status: ExitStatus::Exited(1), cause: None };
     assert_eq!(
         without_logs(actions),
         vec![
@@ -506,6 +512,140 @@ fn status_lines_are_kept_per_child() {
     assert_eq!(h.sup.snapshot().children[0].status.as_deref(), Some("warming caches"));
 }
 
+// ---- readiness: explicit signals and what /proc shows ----
+
+fn seen(holds: bool, taking: Option<&str>) -> Seen {
+    Seen { holds, taking: taking.map(str::to_string), ..Seen::default() }
+}
+
+fn auto() -> Config {
+    Config { detect: true, ..config() }
+}
+
+#[test]
+fn auto_an_unmodified_app_is_ready_once_seen_taking_connections() {
+    let mut h = Harness::new(auto());
+    h.actions();
+    let actions = h.event(Event::Observed { pid: 100, seen: seen(true, None) });
+    assert!(actions.is_empty(), "listen() alone is not readiness: {actions:?}");
+    h.advance(ms(30));
+    let how = "pid 100 accepting on [::]:3000 (epoll)";
+    let actions = h.event(Event::Observed { pid: 100, seen: seen(true, Some(how)) });
+    assert_eq!(logs(&actions), vec![format!("gen 1 ready after 30ms ({how})")]);
+    assert!(actions.contains(&Action::Settled { pid: 100 }));
+    assert_eq!(h.sup.snapshot().serving(), Some(1));
+}
+
+#[test]
+fn auto_a_signal_from_a_tree_holding_our_socket_waits_until_it_takes_connections() {
+    // gunicorn says READY=1 when its master has bound, seconds before a worker accepts.
+    let mut h = Harness::new(auto());
+    h.actions();
+    h.event(Event::Observed { pid: 100, seen: seen(true, None) });
+    assert!(h.ready(100).is_empty(), "held back");
+    assert!(h.event(Event::Observed { pid: 100, seen: seen(true, None) }).is_empty());
+    let actions =
+        h.event(Event::Observed { pid: 100, seen: seen(true, Some("pid 101 waiting in select")) });
+    assert_eq!(logs(&actions), vec!["gen 1 ready after 0ms (pid 101 waiting in select)"]);
+}
+
+#[test]
+fn auto_a_signal_counts_alone_from_a_tree_without_our_sockets() {
+    let mut h = Harness::new(auto());
+    h.actions();
+    assert!(h.ready(100).is_empty(), "not looked at yet: wait for the first look");
+    let actions = h.event(Event::Observed { pid: 100, seen: seen(false, None) });
+    assert_eq!(logs(&actions), vec!["gen 1 ready after 0ms (READY=1)"]);
+
+    let mut h = Harness::new(auto());
+    h.actions();
+    h.event(Event::Observed { pid: 100, seen: seen(false, None) });
+    assert_eq!(logs(&h.ready(100)), vec!["gen 1 ready after 0ms (READY=1)"], "looked at already");
+}
+
+#[test]
+fn explicit_modes_trust_the_signal_and_ignore_what_proc_shows() {
+    let mut h = Harness::new(config());
+    h.actions();
+    let actions = h.event(Event::Observed { pid: 100, seen: seen(true, Some("accepting")) });
+    assert!(actions.is_empty(), "taking connections is not readiness under --ready notify");
+    h.event(Event::Observed { pid: 100, seen: seen(true, None) });
+    assert_eq!(logs(&h.ready(100)), vec!["gen 1 ready after 0ms (READY=1)"]);
+}
+
+#[test]
+fn auto_a_program_serving_on_its_own_socket_is_ready_and_named_once() {
+    let mut h = Harness::new(auto());
+    h.actions();
+    let own = || Seen {
+        holds: false,
+        taking: None,
+        own_listeners: vec!["127.0.0.1:3000".into()],
+        taking_elsewhere: Some("pid 100 waiting in accept on 127.0.0.1:3000".into()),
+    };
+    let actions = h.event(Event::Observed { pid: 100, seen: own() });
+    let lines = logs(&actions);
+    assert!(lines[0].starts_with("gen 1 pid 100 listens on 127.0.0.1:3000 itself"), "{lines:?}");
+    assert!(lines[0].contains("--listen 127.0.0.1:3000"), "names the remedy: {lines:?}");
+    assert_eq!(lines[1], "gen 1 ready after 0ms (pid 100 waiting in accept on 127.0.0.1:3000)");
+    let actions = h.event(Event::Observed { pid: 100, seen: own() });
+    assert!(logs(&actions).is_empty(), "one warning per address: {actions:?}");
+    // The next generation meets EADDRINUSE; the reason says why.
+    h.event(Event::Reload { waiter: Some(3) });
+    h.event(Event::Observed { pid: 101, seen: seen(false, None) });
+    let actions = h.exit(101, ExitStatus::Exited(1));
+    let finished = actions.iter().find_map(|a| match a {
+        Action::Finish { outcome: Outcome::RolledBack { reason, .. }, .. } => {
+            Some(reason.to_string())
+        }
+        _ => None,
+    });
+    assert_eq!(
+        finished.as_deref(),
+        Some(
+            "pid 101 exited with status 1 before it was ready (gen 1 pid 100 listens on \
+             127.0.0.1:3000 itself, so a new generation cannot bind it)"
+        )
+    );
+}
+
+#[test]
+fn a_refused_bind_explains_an_early_exit() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: None });
+    let (addr, error) = ("0.0.0.0:80".to_string(), "Permission denied".to_string());
+    h.event(Event::BindFailed { pid: 101, addr, error });
+    let actions = h.exit(101, ExitStatus::Exited(1));
+    assert_eq!(
+        logs(&actions)[0],
+        "gen 2 failed: pid 101 exited with status 1 before it was ready (bind 0.0.0.0:80: Permission denied)"
+    );
+}
+
+#[test]
+fn auto_a_first_generation_never_ready_is_told_what_would_make_it_so() {
+    let mut h = Harness::new(Config { ready_timeout: Duration::from_secs(2), ..auto() });
+    h.actions();
+    h.event(Event::Observed { pid: 100, seen: seen(true, None) });
+    let lines = logs(&h.advance(Duration::from_secs(2)));
+    assert_eq!(lines[0], "gen 1 failed: not ready after 2s");
+    assert!(lines[1].starts_with("gen 1 never said it was ready"), "{lines:?}");
+    assert!(lines[1].contains("--ready delay:DUR"), "{lines:?}");
+}
+
+#[test]
+fn a_starting_child_that_is_retired_is_settled_once() {
+    let mut h = Harness::serving(Config { ready_timeout: Duration::from_secs(2), ..config() });
+    h.event(Event::Reload { waiter: None });
+    let actions = h.advance(Duration::from_secs(2));
+    assert_eq!(actions.iter().filter(|a| **a == Action::Settled { pid: 101 }).count(), 1);
+    let actions = h.advance(Duration::from_secs(30));
+    assert!(
+        !actions.contains(&Action::Settled { pid: 101 }),
+        "killed after draining: settled before"
+    );
+}
+
 // ---- invariants under random event sequences ----
 
 /// A small deterministic generator (xorshift), so a failure names its seed.
@@ -522,16 +662,18 @@ impl Rng {
 
 /// What one random run has seen so far, checked after every step.
 #[derive(Default)]
-struct Seen {
+struct Record {
     /// Pids that exited: never signalled again.
     gone: BTreeSet<Pid>,
     /// `reload --wait` clients not yet finished.
     open_waiters: BTreeSet<WaiterId>,
     finished: BTreeSet<WaiterId>,
     exited: bool,
+    /// Children whose start was declared over.
+    settled: BTreeSet<Pid>,
 }
 
-impl Seen {
+impl Record {
     fn check(&mut self, seed: u64, h: &Harness, actions: &[Action]) {
         for action in actions {
             assert!(!self.exited, "seed {seed}: {action:?} after Exit");
@@ -553,6 +695,10 @@ impl Seen {
                         self.finished.insert(*waiter),
                         "seed {seed}: waiter {waiter} finished twice"
                     );
+                }
+                Action::Settled { pid } => {
+                    assert!(h.sup.is_child(*pid), "seed {seed}: {action:?} for no child");
+                    assert!(self.settled.insert(*pid), "seed {seed}: {action:?} twice");
                 }
                 Action::Exit { .. } => self.exited = true,
                 Action::Spawn { .. } | Action::Upstream(_) | Action::Log(_) => {}
@@ -593,15 +739,17 @@ fn invariants_hold_under_random_events() {
         let restart = [Restart::OnFailure, Restart::Always, Restart::Never][rng.below(3) as usize];
         let instances = 1 + rng.below(3) as u32;
         let ready_delay = (rng.below(4) == 0).then(|| ms(50 + rng.below(400)));
+        let detect = rng.below(2) == 0;
         let mut h = Harness::new(Config {
             instances,
             ready_timeout: ms(500),
             ready_delay,
             drain_timeout: ms(800),
             restart,
+            detect,
             ..config()
         });
-        let mut seen = Seen::default();
+        let mut seen = Record::default();
         let first = h.actions();
         seen.check(seed, &h, &first);
         let mut next_waiter = 1;
@@ -617,7 +765,7 @@ fn invariants_hold_under_random_events() {
                 _ if !live.is_empty() => live[rng.below(live.len() as u64) as usize],
                 _ => 9999,
             };
-            let actions = match rng.below(15) {
+            let actions = match rng.below(18) {
                 0 | 1 => {
                     let waiter = (rng.below(2) == 0).then(|| {
                         next_waiter += 1;
@@ -661,6 +809,23 @@ fn invariants_hold_under_random_events() {
                 11 => {
                     h.fail_next_spawn = true;
                     h.event(Event::Reload { waiter: None })
+                }
+                12 | 13 => {
+                    let pid = any_pid(&mut rng);
+                    let seen = Seen {
+                        holds: rng.below(2) == 0,
+                        taking: (rng.below(3) == 0).then(|| format!("pid {pid} accepting")),
+                        own_listeners: (0..rng.below(2))
+                            .map(|i| format!("127.0.0.1:{i}"))
+                            .collect(),
+                        taking_elsewhere: (rng.below(4) == 0).then(|| "elsewhere".to_string()),
+                    };
+                    h.event(Event::Observed { pid, seen })
+                }
+                14 => {
+                    let pid = any_pid(&mut rng);
+                    let addr = "127.0.0.1:80".to_string();
+                    h.event(Event::BindFailed { pid, addr, error: "Permission denied".into() })
                 }
                 _ => h.advance(ms(1 + rng.below(300))),
             };

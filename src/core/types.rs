@@ -70,6 +70,55 @@ pub struct Config {
     pub stop_signal: i32,
     /// What happens when a child of the serving generation exits (`--restart`).
     pub restart: Restart,
+    /// `--ready auto`: a child seen taking connections from hotswap's sockets
+    /// is ready, and an explicit signal from a tree that holds one of them
+    /// counts only once the tree is also seen taking connections (gunicorn
+    /// says `READY=1` seconds before a worker can accept). Otherwise only
+    /// explicit signals count.
+    pub detect: bool,
+}
+
+/// How a child was found ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// `READY=1` on its `NOTIFY_SOCKET`.
+    Notify,
+    /// A newline on `HOTSWAP_READY_FD`.
+    Fd,
+    /// `process.send('ready')` on `NODE_CHANNEL_FD`.
+    Ipc,
+    /// `--ready exec:CMD` exited 0.
+    Probe,
+    /// `--ready delay:DUR` passed.
+    Delay,
+    /// Seen taking connections (how, in words: "pid 12 accepting on [::]:3000 (epoll)").
+    Seen(String),
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Via::Notify => f.write_str("READY=1"),
+            Via::Fd => f.write_str("HOTSWAP_READY_FD"),
+            Via::Ipc => f.write_str("process.send('ready')"),
+            Via::Probe => f.write_str("readiness probe passed"),
+            Via::Delay => f.write_str("ready delay passed"),
+            Via::Seen(how) => f.write_str(how),
+        }
+    }
+}
+
+/// What one look at a child's process tree in `/proc` saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// A process of the tree holds one of hotswap's sockets.
+    pub holds: bool,
+    /// How it was seen taking connections from one of hotswap's sockets.
+    pub taking: Option<String>,
+    /// Sockets of its own it listens on, not hotswap's (`127.0.0.1:3000`).
+    pub own_listeners: Vec<String>,
+    /// How it was seen taking connections from one of those.
+    pub taking_elsewhere: Option<String>,
 }
 
 /// Inputs to the supervisor.
@@ -115,6 +164,25 @@ pub enum Event {
     Ready {
         /// The child it is about.
         pid: Pid,
+        /// Which way.
+        via: Via,
+    },
+    /// A look at a starting child's process tree.
+    Observed {
+        /// The child it is about.
+        pid: Pid,
+        /// What was seen.
+        seen: Seen,
+    },
+    /// A process of a child's tree asked hotswap to bind an address for it,
+    /// and the kernel refused hotswap too.
+    BindFailed {
+        /// The child whose tree asked.
+        pid: Pid,
+        /// The address (`127.0.0.1:3000`).
+        addr: String,
+        /// The kernel's error (`Address already in use`).
+        error: String,
     },
     /// A child's `STATUS=` line.
     Status {
@@ -173,6 +241,12 @@ pub enum Action {
         /// The child's pid, which is its process group id.
         pgid: Pid,
     },
+    /// The child's start is over (ready, retiring or killed): stop watching
+    /// its readiness (sampling `/proc`, running its probe).
+    Settled {
+        /// The child.
+        pid: Pid,
+    },
     /// A message for systemd above hotswap.
     Upstream(Upstream),
     /// Something worth a log line.
@@ -207,6 +281,8 @@ pub enum FailReason {
         pid: Pid,
         /// How it ended.
         status: ExitStatus,
+        /// What hotswap saw that explains it, if anything (a refused bind).
+        cause: Option<String>,
     },
     /// No process could be started (see `Event::SpawnFailed`).
     SpawnFailed {
@@ -225,8 +301,11 @@ pub enum FailReason {
 impl fmt::Display for FailReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FailReason::Exited { pid, status } => {
+            FailReason::Exited { pid, status, cause: None } => {
                 write!(f, "pid {pid} {status} before it was ready")
+            }
+            FailReason::Exited { pid, status, cause: Some(cause) } => {
+                write!(f, "pid {pid} {status} before it was ready ({cause})")
             }
             FailReason::SpawnFailed { status: Some(status), reason } => {
                 write!(f, "could not start: {reason} (status {})", status.code())
@@ -275,6 +354,22 @@ pub enum Notice {
         generation: GenId,
         /// Since it started.
         after: Duration,
+        /// How its last child was found ready.
+        via: Via,
+    },
+    /// The first generation was not ready in time: what would make it so.
+    NeverReady {
+        /// The generation.
+        generation: GenId,
+    },
+    /// A child listens on a socket of its own, where hotswap cannot hand it on.
+    OwnListener {
+        /// Its generation.
+        generation: GenId,
+        /// The child whose tree listens.
+        pid: Pid,
+        /// The address (`127.0.0.1:3000`).
+        addr: String,
     },
     /// The old generation got the stop signal.
     Retiring {
@@ -355,9 +450,21 @@ impl fmt::Display for Notice {
             Notice::Started { generation, pids } => {
                 write!(f, "gen {generation} started (pids {})", fmt_pids(pids))
             }
-            Notice::Ready { generation, after } => {
-                write!(f, "gen {generation} ready after {}", fmt_duration(*after))
+            Notice::Ready { generation, after, via } => {
+                write!(f, "gen {generation} ready after {} ({via})", fmt_duration(*after))
             }
+            Notice::NeverReady { generation } => write!(
+                f,
+                "gen {generation} never said it was ready and was never seen taking connections \
+                 on hotswap's sockets: have it send READY=1 to $NOTIFY_SOCKET or write a line \
+                 to $HOTSWAP_READY_FD, or give --ready delay:DUR"
+            ),
+            Notice::OwnListener { generation, pid, addr } => write!(
+                f,
+                "gen {generation} pid {pid} listens on {addr} itself, not on a socket hotswap \
+                 owns: the next generation will meet EADDRINUSE there. Take the socket from \
+                 fd 3 (LISTEN_FDS), or run hotswap with --listen {addr}"
+            ),
             Notice::Retiring { generation, pids } => {
                 write!(f, "gen {generation} retiring (pids {})", fmt_pids(pids))
             }

@@ -108,6 +108,19 @@ impl Children {
         }
     }
 
+    /// `child`'s start is over: its probe, if any, is no longer needed.
+    pub fn settled(&mut self, child: Pid) {
+        if let Some(io) = self.by_pid.get_mut(&child) {
+            let probe = std::mem::take(&mut io.probe);
+            if let Probe::Running(pid) = probe {
+                self.probes.remove(&pid);
+                let _ = process::kill_group(pid);
+            } else if let Probe::Waiting(task) = probe {
+                task.abort();
+            }
+        }
+    }
+
     /// Routes a reaped pid, releasing what was held for it.
     pub fn reaped(&mut self, pid: Pid) -> Reaped {
         if let Some(child) = self.probes.remove(&pid) {

@@ -12,11 +12,11 @@ use tokio::time::sleep_until;
 
 use crate::config::ReadyMode;
 use crate::core::{
-    self, Action, Event, ExitStatus, Notice, Outcome, Pid, Supervisor, Upstream, WaiterId,
+    self, Action, Event, ExitStatus, Notice, Outcome, Pid, Supervisor, Upstream, Via, WaiterId,
 };
 use crate::protocol::control::{ReloadResult, Reply, Request};
 use crate::protocol::notify;
-use crate::sys::channels::{self, Channels, Heard, Offer};
+use crate::sys::channels::{self, Channel, Channels, Heard, Offer};
 use crate::sys::control::ControlRequest;
 use crate::sys::process::{self, Exit};
 use crate::sys::sockets::Sockets;
@@ -111,7 +111,11 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
                 None
             }
             Some((pid, heard)) = heard_rx.recv() => Some(match heard {
-                Heard::Ready(_) => Event::Ready { pid },
+                Heard::Ready(channel) => Event::Ready { pid, via: match channel {
+                    Channel::Notify => Via::Notify,
+                    Channel::Fd => Via::Fd,
+                    Channel::Ipc => Via::Ipc,
+                } },
                 Heard::Status(text) => Event::Status { pid, text },
             }),
             Some(child) = probe_due_rx.recv() => {
@@ -155,9 +159,14 @@ impl Driver {
                     tracing::warn!("SIGKILL to process group {pgid}: {e}");
                 }
             }
+            Action::Settled { pid } => self.children.settled(pid),
             Action::Upstream(message) => self.tell_systemd(message),
             Action::Log(notice) => match notice {
-                Notice::Failed { .. } | Notice::ChildExited { .. } | Notice::Killing { .. } => {
+                Notice::Failed { .. }
+                | Notice::ChildExited { .. }
+                | Notice::Killing { .. }
+                | Notice::NeverReady { .. }
+                | Notice::OwnListener { .. } => {
                     tracing::warn!("{notice}")
                 }
                 _ => tracing::info!("{notice}"),
@@ -243,7 +252,7 @@ impl Driver {
                     sup.handle(Instant::now(), Event::Exited { pid, status });
                 }
                 Reaped::Probe { child } if exit == Exit::Code(0) => {
-                    sup.handle(Instant::now(), Event::Ready { pid: child })
+                    sup.handle(Instant::now(), Event::Ready { pid: child, via: Via::Probe })
                 }
                 Reaped::Probe { child } => {
                     let due = self.probe_due.clone();

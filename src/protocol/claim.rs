@@ -1,6 +1,6 @@
 //! The claim channel between hotswap's preload library (`preload/`) and
-//! hotswap (DESIGN.md §7): one request datagram, one reply datagram, on a
-//! `SOCK_SEQPACKET` connection made for each call. The layout is fixed and
+//! hotswap (DESIGN.md §7): one request, one reply, on a unix stream
+//! connection made for each call. The layout is fixed and
 //! native-endian (both ends run on the same machine); `preload/claim.h`
 //! defines the same bytes for the C side.
 //!

@@ -6,6 +6,7 @@
 //! turns them into the core's events.
 
 pub mod channels;
+pub mod claims;
 pub mod control;
 pub mod paths;
 pub mod preload;

@@ -6,7 +6,8 @@
 //!    and exec and calls only async-signal-safe functions (`fcntl`, `signal`,
 //!    `sigemptyset`, `pthread_sigmask`, `prctl`, `getppid`, `getpid`,
 //!    `execve`, `_exit`): no allocation, no formatting, no logging, no locks.
-//! 3. `adopt_fd`: takes ownership of an fd systemd passed us.
+//! 3. `adopt_fd`: takes ownership of an fd nothing else owns yet (systemd's
+//!    `LISTEN_FDS`, one received as `SCM_RIGHTS`, one `accept4` returned).
 //! 4. `pin_fd`: `dup3` onto a chosen fd number.
 //! 5. `cloexec_from`: `close_range(CLOSE_RANGE_CLOEXEC)`, or `fcntl` per fd.
 #![allow(unsafe_code)]
@@ -203,14 +204,18 @@ fn write_decimal(buf: &mut [u8], mut n: u32) -> usize {
     len
 }
 
-/// Takes ownership of `fd`, which systemd passed to hotswap.
+/// Takes ownership of `fd`, an fd the kernel handed hotswap that no Rust
+/// object owns yet: one systemd passed, one received as `SCM_RIGHTS`, one
+/// `accept4` returned. Fails with `EBADF` if it is not open.
 pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only reads the fd table; it fails with EBADF for a closed fd.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the fd is open, and by the LISTEN_FDS protocol nothing else in
-    // this process owns it; it is adopted once, at start, before any other code runs.
+    // SAFETY: the fd is open, and nothing else in this process owns it: by
+    // the LISTEN_FDS protocol (adopted once, at start, before any other code
+    // runs), or because the kernel installed it just now for the one caller
+    // (SCM_RIGHTS, accept4), who passes it here at once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
