@@ -93,6 +93,17 @@ pub struct RunArgs {
     #[arg(long, env = "HOTSWAP_REUSE_PORT")]
     pub reuse_port: bool,
 
+    /// Preload hotswap's bind() shim into the children, so that an app which binds its own
+    /// port gets hotswap's socket for it: on or off.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "on",
+        value_name = "on|off",
+        env = "HOTSWAP_INTERCEPT_BIND"
+    )]
+    pub intercept_bind: OnOff,
+
     /// chmod for unix socket files, in octal [default: 0666 & ~umask].
     #[arg(long, value_name = "MODE", value_parser = mode, env = "HOTSWAP_SOCKET_MODE")]
     pub socket_mode: Option<u32>,
@@ -101,6 +112,12 @@ pub struct RunArgs {
     /// missing one is reported in one line).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

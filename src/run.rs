@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::cli::RunArgs;
+use crate::cli::{OnOff, RunArgs};
 use crate::core;
 use crate::driver::{self, Service};
 use crate::protocol::activation;
@@ -14,8 +14,9 @@ use crate::sys::control::{self, BindError};
 use crate::sys::paths;
 use crate::sys::process;
 use crate::sys::sockets::{self, ListenError, SocketOptions, Sockets};
-use crate::sys::spawn::{SpawnError, Spawner, resolve_program};
+use crate::sys::spawn::{Intercept, SpawnError, Spawner, resolve_program};
 use crate::sys::upstream::UpstreamSocket;
+use crate::sys::{claims, preload};
 
 /// Anything that stops hotswap from starting: bad input, exit code 2.
 #[derive(Debug, Error)]
@@ -95,6 +96,19 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
     paths::private_dir(&notify_dir)
         .map_err(|e| StartError::Io(notify_dir.display().to_string(), e))?;
     cleanup.dirs.push(notify_dir.clone());
+    let (intercept, claims) = match args.intercept_bind {
+        OnOff::On => match start_claims(&name) {
+            Ok((intercept, listener)) => (Some(intercept), Some(listener)),
+            Err(e) => {
+                tracing::warn!(
+                    "no bind() interception: {e}; apps that bind their own port will meet \
+                     EADDRINUSE at the next reload"
+                );
+                (None, None)
+            }
+        },
+        OnOff::Off => (None, None),
+    };
     if let Some(path) = &args.pid_file {
         write_pid_file(path).map_err(|e| StartError::Io(path.display().to_string(), e))?;
         cleanup.pid_file = Some(path.clone());
@@ -129,8 +143,10 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
             detect: false,
         },
         ready: args.ready,
-        spawner: Spawner { command: args.command, cwd, sockets: sockets.passed() },
+        spawner: Spawner { command: args.command, cwd, sockets: sockets.passed(), intercept },
         sockets,
+        claims,
+        backlog: args.backlog,
         notify_dir,
         control: Some(control_socket),
         upstream,
@@ -140,6 +156,17 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
         .build()
         .map_err(|e| StartError::Io("tokio runtime".into(), e))?;
     runtime.block_on(driver::run(service)).map_err(|e| StartError::Io("event loop".into(), e))
+}
+
+/// The preload library's file and the claim socket children ask.
+fn start_claims(name: &str) -> std::io::Result<(Intercept, std::os::unix::net::UnixListener)> {
+    let dir = paths::preload_dir();
+    let library = preload::install(&dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    let claim = paths::claim_socket(name, std::process::id());
+    let listener = claims::listen_on(&claim)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("claim socket @{claim}: {e}")))?;
+    Ok((Intercept { library, claim: format!("@{claim}") }, listener))
 }
 
 /// `$PWD` as the user sees it (through symlinks), when it is where we are.

@@ -326,6 +326,11 @@ impl Supervisor {
         self.children.contains_key(&pid)
     }
 
+    /// The generation of child `pid`, if it is one.
+    pub fn generation_of(&self, pid: Pid) -> Option<GenId> {
+        self.children.get(&pid).map(|c| c.generation)
+    }
+
     /// Every generation and child as they stand.
     pub fn snapshot(&self) -> Snapshot {
         let generations = self

@@ -24,6 +24,7 @@ use crate::sys::spawn::{Spawner, spawn_probe};
 use crate::sys::upstream::{UpstreamSocket, monotonic_usec};
 
 mod children;
+mod claims;
 mod status;
 
 use children::{Children, Reaped};
@@ -41,6 +42,10 @@ pub struct Service {
     /// Where each child's private NOTIFY_SOCKET is created (mode 0700).
     pub notify_dir: PathBuf,
     pub control: Option<std::os::unix::net::UnixListener>,
+    /// The claim socket the preload library asks (`--intercept-bind on`).
+    pub claims: Option<std::os::unix::net::UnixListener>,
+    /// `--backlog` for sockets claimed at a child's bind().
+    pub backlog: Option<i32>,
     pub upstream: Option<UpstreamSocket>,
 }
 
@@ -78,6 +83,10 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
             tokio::net::UnixListener::from_std(listener)?,
             control_tx,
         ));
+    }
+    let (claim_tx, mut claim_rx) = mpsc::unbounded_channel();
+    if let Some(listener) = service.claims.take() {
+        tokio::spawn(crate::sys::claims::serve(listener, claim_tx));
     }
     let mut sup = Supervisor::new(service.core.clone(), Instant::now());
     let mut driver = Driver {
@@ -125,6 +134,7 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
                 None
             }
             Some(request) = control_rx.recv() => driver.on_control(&sup, request),
+            Some(call) = claim_rx.recv() => claims::answer(&mut driver.service, &sup, call),
             _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                 sup.handle_timeout(Instant::now());
                 None

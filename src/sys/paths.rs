@@ -26,6 +26,18 @@ pub fn notify_dir(name: &str, pid: u32) -> PathBuf {
     runtime_dir().join(format!("{name}.{pid}.notify"))
 }
 
+/// Where the preload library is written (0755, so a child of any user can
+/// map it from there).
+pub fn preload_dir() -> PathBuf {
+    runtime_dir().join("lib")
+}
+
+/// The abstract name of one hotswap's claim socket (no file: no path length
+/// limit, no directory permissions to get wrong).
+pub fn claim_socket(name: &str, pid: u32) -> String {
+    format!("hotswap/{name}.{pid}.claim")
+}
+
 /// Creates `dir` (and parents) with mode 0700 if missing.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     if !dir.exists() {

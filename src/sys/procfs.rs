@@ -50,6 +50,15 @@ pub fn in_tree(pid: Pid, root: Pid) -> Option<bool> {
     Some(false)
 }
 
+/// The value of `key` in the environment `pid` was exec'ed with.
+pub fn environ_var(pid: Pid, key: &str) -> Option<String> {
+    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|&b| b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
+        Some(String::from_utf8_lossy(value).into_owned())
+    })
+}
+
 /// Every live process in process group `pgid`.
 pub fn group_members(pgid: Pid) -> Vec<Pid> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };

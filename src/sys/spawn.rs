@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{AccessFlags, access};
 use thiserror::Error;
 
+use super::preload;
 use super::raw::ExecPlan;
 use crate::protocol::activation::{self, ChildEnv, FIRST_FD, PassedSocket};
 
@@ -73,6 +74,17 @@ pub struct Spawner {
     /// Resolved anew for every child, so a swapped `current` symlink is followed.
     pub cwd: Option<PathBuf>,
     pub sockets: Vec<PassedSocket>,
+    /// The bind shim every child gets, unless `--intercept-bind off`.
+    pub intercept: Option<Intercept>,
+}
+
+/// What a child needs to have its binds claimed (DESIGN.md §7).
+#[derive(Clone, Debug)]
+pub struct Intercept {
+    /// The preload library's file, appended to the child's `LD_PRELOAD`.
+    pub library: PathBuf,
+    /// The claim socket, `@name` (`HOTSWAP_CLAIM`).
+    pub claim: String,
 }
 
 impl Spawner {
@@ -88,7 +100,14 @@ impl Spawner {
         let program = &self.command[0];
         let path = resolve_program(program, self.cwd.as_deref())?;
         let env = ChildEnv { sockets: &self.sockets, generation, instance, extra: extra_env };
-        let env = env.build(std::env::vars_os());
+        let mut env = env.build(std::env::vars_os());
+        if let Some(intercept) = &self.intercept {
+            let at = env.iter().position(|(k, _)| k == "LD_PRELOAD");
+            let existing = at.map(|at| env.remove(at).1);
+            let value = preload::ld_preload(existing.as_deref(), &intercept.library);
+            env.push(("LD_PRELOAD".into(), value));
+            env.push(("HOTSWAP_CLAIM".into(), intercept.claim.clone().into()));
+        }
         let mut keep_fds: Vec<RawFd> =
             (0..self.sockets.len() as RawFd).map(|i| FIRST_FD + i).collect();
         keep_fds.extend_from_slice(extra_fds);
