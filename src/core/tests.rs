@@ -512,6 +512,81 @@ fn status_lines_are_kept_per_child() {
     assert_eq!(h.sup.snapshot().children[0].status.as_deref(), Some("warming caches"));
 }
 
+// ---- found by cargo mutants: behaviour no other test pinned ----
+
+#[test]
+fn only_spawned_and_unreaped_pids_are_children() {
+    let mut h = Harness::serving(config());
+    assert!(h.sup.is_child(100));
+    assert!(!h.sup.is_child(4242), "an adopted orphan is no child");
+    h.exit(100, ExitStatus::Exited(1));
+    assert!(!h.sup.is_child(100), "reaped");
+}
+
+#[test]
+fn a_reload_asked_for_during_a_failing_first_start_runs_at_once() {
+    let mut h = Harness::new(config());
+    h.actions();
+    h.event(Event::Reload { waiter: None });
+    let actions = h.exit(100, ExitStatus::Exited(1));
+    assert!(actions.contains(&spawn(2, 0)), "no backoff before the asked-for reload: {actions:?}");
+    // It still counts as a failed start: the next failure backs off longer.
+    let actions = h.exit(101, ExitStatus::Exited(1));
+    assert!(logs(&actions).contains(&"nothing serves yet: gen 3 starts in 200ms".to_string()));
+}
+
+#[test]
+fn the_first_generation_backs_off_longer_each_time() {
+    let mut h = Harness::new(config());
+    h.actions();
+    let mut waits = Vec::new();
+    for pid in 100..104 {
+        let actions = h.exit(pid, ExitStatus::Exited(1));
+        let line = logs(&actions).into_iter().find(|l| l.starts_with("nothing serves yet"));
+        waits.push(line.unwrap_or_default().rsplit(' ').next().unwrap_or_default().to_string());
+        h.advance(Duration::from_secs(10));
+    }
+    assert_eq!(waits, ["100ms", "200ms", "400ms", "800ms"]);
+}
+
+#[test]
+fn a_stop_leaves_only_the_kills_of_draining_children() {
+    let mut h = Harness::serving(config());
+    h.exit(100, ExitStatus::Exited(1));
+    h.event(Event::Stop { graceful: true });
+    assert_eq!(h.sup.poll_timeout(), None, "the pending restart is gone");
+
+    // A child draining from a reload before the stop is still killed at its deadline.
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: None });
+    h.ready(101);
+    h.advance(Duration::from_secs(10));
+    h.event(Event::Stop { graceful: true });
+    let actions = h.advance(Duration::from_secs(20));
+    assert!(actions.contains(&Action::KillGroup { pgid: 100 }), "{actions:?}");
+}
+
+#[test]
+fn a_clean_exit_does_not_end_hotswap_while_a_sibling_restarts() {
+    let mut h = Harness::serving(Config { instances: 2, ..config() });
+    h.exit(100, ExitStatus::Exited(1));
+    let actions = h.exit(101, ExitStatus::Exited(0));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Exit { .. } | Action::Upstream(Upstream::Stopping))),
+        "instance 0 is about to restart: {actions:?}"
+    );
+}
+
+#[test]
+fn log_words_for_edge_values() {
+    assert_eq!(Notice::Stopping { pids: vec![] }.to_string(), "stopping");
+    assert_eq!(Notice::Stopping { pids: vec![4, 5] }.to_string(), "stopping (pids 4,5)");
+    let shown: Vec<String> = [0, 999, 1000, 1500, 60_000].map(|n| fmt_duration(ms(n))).to_vec();
+    assert_eq!(shown, ["0ms", "999ms", "1s", "1.5s", "60s"]);
+}
+
 // ---- readiness: explicit signals and what /proc shows ----
 
 fn seen(holds: bool, taking: Option<&str>) -> Seen {
