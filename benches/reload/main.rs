@@ -5,7 +5,7 @@
 //! cargo bench --bench reload -- --duration 10s --reloads 20 --clients 32
 //! ```
 //!
-//! One after the other, on the same machine, with the same load client (tests/support/load.rs)
+//! One after the other, on the same machine, with the same load client (tests/integration/support/load.rs)
 //! and the same example server (examples/server.rs, built here in the bench's profile):
 //!
 //! - **direct**: the server alone on the port (the ceiling; no reload);
@@ -27,7 +27,10 @@
 //! Modules: `cli` (options), `procs` (the processes and /proc), `scenarios` (the rows),
 //! `report` (the table, the goals, results.md), `plot` (reload.svg).
 
-#[path = "../../tests/support/load.rs"]
+// The integration tests' load client, shared as it is: the bench uses only part of it (the
+// tests use the rest, and their binary is where every item of it must be used).
+#[allow(dead_code)]
+#[path = "../../tests/integration/support/load.rs"]
 mod load;
 
 mod cli;

@@ -1,13 +1,11 @@
 //! Bad input (DESIGN.md §1): exit code 2, one clear line on stderr naming the culprit (clap's
 //! "try --help" hint may follow), and nothing started — no `started` line, no process left.
 
-mod support;
-
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
-use support::{free_port, path_str, run_hotswap};
+use crate::support::{free_port, path_str, pids_with_env, port_is_closed, run_hotswap};
 
 /// One invocation that must be refused, with its own temp dir and a marker in its environment
 /// that every process it might have started would inherit.
@@ -64,20 +62,6 @@ impl Refusal {
     }
 }
 
-/// Pids (other than ours) whose environment contains `key=value`.
-fn pids_with_env(key: &str, value: &str) -> Vec<i32> {
-    let needle = format!("{key}={value}").into_bytes();
-    support::all_processes()
-        .into_iter()
-        .filter(|p| p.pid != std::process::id() as i32 && !matches!(p.state, 'Z' | 'X'))
-        .filter(|p| {
-            std::fs::read(format!("/proc/{}/environ", p.pid))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_slice()))
-        })
-        .map(|p| p.pid)
-        .collect()
-}
-
 #[test]
 fn an_unparsable_address_is_named() {
     let r = Refusal::new();
@@ -123,7 +107,7 @@ fn a_missing_command_is_refused() {
     let out = r.run(&["-l", &port.to_string()]);
     r.assert_refused(&out, &["command"]);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    assert!(support::port_is_closed(addr), "port {port} is open after a refused start");
+    assert!(port_is_closed(addr), "port {port} is open after a refused start");
 }
 
 #[test]

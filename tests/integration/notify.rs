@@ -2,14 +2,11 @@
 //! and `systemd-notify --ready` from that tree works and returns at once (hotswap closes the
 //! BARRIER fd it sends).
 
-mod reload_common;
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+use crate::support::service::*;
 use nix::sys::signal::Signal;
-use reload_common::*;
 
 /// The value of `key` in the environment `pid` was exec'ed with.
 fn environ_var(pid: u32, key: &str) -> String {

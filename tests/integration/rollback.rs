@@ -2,13 +2,10 @@
 //! reason, the old generation serves throughout without a failed request, `status` records it,
 //! and the next reload works (the failed generation used up its number).
 
-mod reload_common;
-mod support;
-
 use std::time::Duration;
 
-use reload_common::*;
-use support::pid_alive;
+use crate::support::pid_alive;
+use crate::support::service::*;
 
 /// Runs a failing reload to generation 2 under load; returns the reason `reload --wait` gave.
 /// `only_old_answers`: whether generation 2 never accepts a connection (so every answer must

@@ -1,8 +1,6 @@
-//! Helpers shared by the hot-reload tests (issue #3: reload.rs, readiness.rs, rollback.rs,
-//! drain.rs, notify.rs, control.rs, forward_signals.rs): a hotswap serving on a loopback port
-//! with a private control socket, reloads driven by HUP or `hotswap reload`, and the log lines
-//! that mark each step of a reload.
-#![allow(dead_code)]
+//! A hotswap serving on a loopback port with a private control socket, for the tests of
+//! reloads (reload, readiness, rollback, drain, notify, control, forward_signals): reloads driven
+//! by HUP or `hotswap reload`, and the log lines that mark each step of a reload.
 
 use std::net::SocketAddr;
 use std::process::Output;

@@ -2,20 +2,18 @@
 //! kills at once, `--restart never` passes the child's status on, `--restart on-failure` brings a
 //! crashed child back without refusing a connection, and orphans are reaped (subreaper).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use support::{
+use crate::support::{
     example_bin, free_port, http_get, path_str, pid_alive, port_is_closed, proc_stat, run_hotswap,
     serve_example, wait_until, zombies_of,
 };
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 const STARTUP: Duration = Duration::from_secs(15);
 
@@ -208,7 +206,7 @@ fn a_closed_stderr_does_not_stop_hotswap_or_orphan_its_children() {
     let dir = tempfile::tempdir().unwrap();
     let control = path_str(&dir.path().join("ctl.sock"));
     let server = path_str(&example_bin("server"));
-    let mut hotswap = std::process::Command::new(support::hotswap_bin())
+    let mut hotswap = std::process::Command::new(crate::support::hotswap_bin())
         .args(["--control", &control, "--listen", "127.0.0.1:0", "--", &server])
         .env("XDG_RUNTIME_DIR", dir.path())
         .stdin(std::process::Stdio::null())

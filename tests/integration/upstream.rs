@@ -2,14 +2,12 @@
 //! NOTIFY_SOCKET (READY, RELOADING + MONOTONIC_USEC, STOPPING), played by a
 //! datagram socket the test binds, at a path and in the abstract namespace.
 
-mod support;
-
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
+use crate::support::{Hotswap, example_bin, free_port, http_get};
 use nix::sys::signal::Signal;
-use support::{Hotswap, example_bin, free_port, http_get};
 
 /// The fake systemd end: one datagram at a time, bounded.
 struct FakeSystemd(UnixDatagram);

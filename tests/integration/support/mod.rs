@@ -1,9 +1,9 @@
 //! Shared harness for hotswap's integration tests: start the real binary, wait for conditions
 //! with a deadline (never a bare sleep), inspect the process tree in /proc, talk HTTP, and make
 //! sure nothing a test started outlives it.
-#![allow(dead_code)]
 
 pub mod load;
+pub mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -41,7 +41,7 @@ pub fn example_bin(name: &str) -> PathBuf {
     let bin = dir.join("examples").join(name);
     let hint = format!(
         "build it with `cargo build --example {name}` (or run plain `cargo test`, which builds \
-         examples; `cargo test --test <file>` does not)"
+         examples; `cargo test --test integration` does not)"
     );
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
@@ -87,7 +87,6 @@ pub struct Hotswap {
     child: Child,
     exited: Option<ExitStatus>,
     stderr: Arc<Stderr>,
-    guarded: Mutex<Vec<i32>>,
     token: String,
     dir: tempfile::TempDir,
 }
@@ -135,7 +134,7 @@ impl Hotswap {
                 sink.closed.store(true, Ordering::SeqCst);
             })
             .expect("spawn stderr reader");
-        Hotswap { child, exited: None, stderr, guarded: Mutex::new(Vec::new()), token, dir }
+        Hotswap { child, exited: None, stderr, token, dir }
     }
 
     /// hotswap's pid.
@@ -197,11 +196,6 @@ impl Hotswap {
         status
     }
 
-    /// Whether hotswap is still running (not yet reaped by us).
-    pub fn is_running(&mut self) -> bool {
-        self.exited.is_none() && self.child.try_wait().expect("try_wait hotswap").is_none()
-    }
-
     /// Live pids whose parent chain leads to hotswap (its children, their children, ...).
     pub fn descendants(&self) -> Vec<i32> {
         descendants_of(self.pid())
@@ -211,18 +205,11 @@ impl Hotswap {
     pub fn run_cli(&self, args: &[&str]) -> Output {
         run_hotswap(args, &[("XDG_RUNTIME_DIR", &path_str(self.dir()))])
     }
-
-    /// Also SIGKILL `pid` when this `Hotswap` is dropped.
-    pub fn guard_pid(&self, pid: i32) {
-        self.guarded.lock().unwrap().push(pid);
-    }
 }
 
 impl Drop for Hotswap {
     fn drop(&mut self) {
-        let guarded = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
-        let mut victims: BTreeSet<i32> = guarded.iter().copied().collect();
-        drop(guarded);
+        let mut victims = BTreeSet::new();
         if self.exited.is_none() {
             // Stop hotswap first so that it cannot start anything new, then its tree.
             let _ = kill(Pid::from_raw(self.pid()), Signal::SIGSTOP);
@@ -521,12 +508,12 @@ pub fn pid_alive(pid: i32) -> bool {
     proc_stat(pid).is_some_and(|p| !matches!(p.state, 'Z' | 'X'))
 }
 
-/// Pids whose environment (as exec'ed) contains `key=value`.
-fn pids_with_env(key: &str, value: &str) -> Vec<i32> {
+/// Live pids other than ours whose environment (as exec'ed) contains `key=value`.
+pub fn pids_with_env(key: &str, value: &str) -> Vec<i32> {
     let needle: Vec<u8> = format!("{key}={value}").into_bytes();
     all_processes()
         .into_iter()
-        .filter(|p| p.pid != std::process::id() as i32)
+        .filter(|p| p.pid != std::process::id() as i32 && !matches!(p.state, 'Z' | 'X'))
         .filter(|p| {
             std::fs::read(format!("/proc/{}/environ", p.pid))
                 .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_slice()))

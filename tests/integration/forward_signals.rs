@@ -1,11 +1,8 @@
 //! USR1 and WINCH sent to hotswap are forwarded to the serving generation (issue #3,
 //! DESIGN.md §2) — not to a generation that is still starting — and follow a reload.
 
-mod reload_common;
-mod support;
-
+use crate::support::service::*;
 use nix::sys::signal::Signal;
-use reload_common::*;
 
 /// A shell child that logs every USR1 and WINCH it gets; it is ready when the test creates
 /// `{dir}/ok.<its pid>` (after it has set its traps).

@@ -1,13 +1,10 @@
 //! Retiring a generation (issue #3): a child that ignores the stop signal is SIGKILLed with its
 //! whole process group at `--drain-timeout`, leaving no zombie; the stop signal is configurable.
 
-mod reload_common;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use reload_common::*;
-use support::{pid_alive, proc_stat, zombies_of};
+use crate::support::service::*;
+use crate::support::{pid_alive, proc_stat, zombies_of};
 
 /// The `worker pid N` line a server started with `--spawn-worker` prints.
 fn worker_pid(svc: &Service) -> i32 {

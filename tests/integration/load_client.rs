@@ -1,16 +1,14 @@
 //! The load client proves itself against a tiny HTTP/1.1 server running inside the test, whose
 //! every answer is chosen per request and counted, so the report can be checked exactly.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::load::{self, LoadConfig, LoadReport, Target};
-use support::{free_port, http_get, http_get_unix, port_is_closed, wait_until};
+use crate::support::load::{self, LoadConfig, LoadReport, Target};
+use crate::support::{free_port, http_get, http_get_unix, port_is_closed, wait_until};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// What the test server does with a request.
@@ -202,6 +200,7 @@ fn every_request_ok_with_both_worker_kinds_over_tcp() {
         chunked: n % 2 == 1,
     });
     let duration = Duration::from_secs(1);
+    let before = Instant::now();
     let report = load::run_blocking(LoadConfig {
         new_conn_workers: 3,
         keepalive_workers: 3,
@@ -209,6 +208,7 @@ fn every_request_ok_with_both_worker_kinds_over_tcp() {
         request_timeout: Duration::from_secs(2),
         ..LoadConfig::new(server.target.clone())
     });
+    let after = Instant::now();
     let s = report.summary();
     eprintln!("{s}");
     let c = &server.counts;
@@ -228,7 +228,33 @@ fn every_request_ok_with_both_worker_kinds_over_tcp() {
         report.elapsed >= duration && report.elapsed < duration + Duration::from_secs(2),
         "{s}"
     );
+    // `started_at` is the zero of the run's own times (the bench's reload windows use it).
+    let started = report.started_at.expect("started_at");
+    assert!(before <= started && started + report.elapsed <= after, "{s}");
+    // Every ok request was in flight at some moment of the whole run, none after its end.
+    let whole_run = (Duration::ZERO, report.elapsed);
+    assert_eq!(report.latency_quantile_in(1.0, &[whole_run]), Some(report.max_latency()), "{s}");
+    let after_the_end = (report.elapsed + Duration::from_secs(1), report.elapsed * 2);
+    assert_eq!(report.latency_quantile_in(0.5, &[after_the_end]), None, "{s}");
     assert_consistent(&report);
+}
+
+#[test]
+fn latency_in_windows_counts_the_requests_in_flight_then() {
+    let ms = Duration::from_millis;
+    // (start, latency) since the start of the run: in flight 0-10, 100-150, 140-145, 300-301.
+    let report = LoadReport {
+        ok_requests: vec![(ms(0), ms(10)), (ms(100), ms(50)), (ms(140), ms(5)), (ms(300), ms(1))],
+        ..LoadReport::default()
+    };
+    let q = |q: f64, windows: &[(Duration, Duration)]| report.latency_quantile_in(q, windows);
+    assert_eq!(q(1.0, &[(ms(120), ms(130))]), Some(ms(50)), "only the one in flight then");
+    assert_eq!(q(0.0, &[(ms(142), ms(142))]), Some(ms(5)), "two in flight at 142ms");
+    assert_eq!(q(1.0, &[(ms(142), ms(142))]), Some(ms(50)));
+    assert_eq!(q(1.0, &[(ms(10), ms(10))]), Some(ms(10)), "a window touching the end counts");
+    assert_eq!(q(0.5, &[(ms(20), ms(90)), (ms(200), ms(299))]), None, "nothing in flight");
+    assert_eq!(q(1.0, &[(ms(5), ms(6)), (ms(300), ms(300))]), Some(ms(10)), "two windows");
+    assert_eq!(q(0.0, &[(ms(5), ms(6)), (ms(300), ms(300))]), Some(ms(1)));
 }
 
 #[test]

@@ -1,19 +1,16 @@
 //! The control socket (issue #3, DESIGN.md §6): peer uid check, one hotswap per socket path
 //! (a stale one is taken over), `status` in JSON and as a table, and `reload`'s exit codes.
 
-mod reload_common;
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::service::*;
+use crate::support::{Hotswap, hotswap_bin, path_str, pid_alive};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use reload_common::*;
-use support::{Hotswap, hotswap_bin, path_str, pid_alive};
 
 /// Runs `setpriv --reuid=65534 --regid=65534 --clear-groups hotswap ARGS` (at most 20s).
 fn run_as_nobody(args: &[&str]) -> Output {
@@ -108,7 +105,7 @@ fn one_hotswap_per_control_socket_and_a_stale_one_is_taken_over() {
 
     let third = Hotswap::start(&["--control", &ctl, "-l", "127.0.0.1:0", "--", &server], &[]);
     third.wait_for_stderr("gen 1 ready after ", WAIT);
-    let out = support::run_hotswap(&["status", "--json", "--control", &ctl], &[]);
+    let out = crate::support::run_hotswap(&["status", "--json", "--control", &ctl], &[]);
     assert!(out.status.success(), "{}", describe(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(status["pid"], third.pid(), "{status}");
@@ -212,12 +209,13 @@ fn reload_of_no_such_service_exits_2() {
     for args in
         [&["reload", "--control", &missing][..], &["reload", "--wait", "--control", &missing]]
     {
-        let out = support::run_hotswap(args, &[]);
+        let out = crate::support::run_hotswap(args, &[]);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
     let xdg = path_str(dir.path());
-    let out = support::run_hotswap(&["reload", "nosuchservice"], &[("XDG_RUNTIME_DIR", &xdg)]);
+    let out =
+        crate::support::run_hotswap(&["reload", "nosuchservice"], &[("XDG_RUNTIME_DIR", &xdg)]);
     assert_eq!(out.status.code(), Some(2), "by name: {}", describe(&out));
 }
 

@@ -3,8 +3,6 @@
 //! variables, its own process group and a clean signal state; and hotswap under systemd's socket
 //! activation (`systemd-socket-activate`) with no `--listen` of its own.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileTypeExt;
@@ -15,12 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use support::{
+use crate::support::{
     Hotswap, descendants_of, example_bin, free_port, hotswap_bin, http_get, path_str, proc_stat,
     started_pid, wait_until,
 };
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 const STARTUP: Duration = Duration::from_secs(15);
 

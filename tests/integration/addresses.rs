@@ -1,19 +1,17 @@
 //! Every `--listen` address form (DESIGN.md §1) serves a real request through the example server,
 //! and the unix-socket and socket options do what they say.
 
-mod support;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-use support::{
+use crate::support::{
     Response, example_bin, free_port, http_get, http_get_unix, path_str, port_is_closed,
     run_hotswap, serve_example,
 };
+use nix::sys::signal::Signal;
 
 /// The example server with pid `pid`, generation 1, instance 0 answered.
 fn assert_served_by(response: &Response, pid: u32, via: &str) {

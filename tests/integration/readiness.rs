@@ -2,14 +2,11 @@
 //! keeps answering; once the new one says it is ready — and not before — the old one retires,
 //! drains and stops answering.
 
-mod reload_common;
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::pid_alive;
+use crate::support::service::*;
 use nix::sys::signal::Signal;
-use reload_common::*;
-use support::pid_alive;
 
 /// How long the new generation of most tests below takes to become ready.
 const BOOT: Duration = Duration::from_secs(1);

@@ -1,15 +1,12 @@
 //! Hot reload under load (issue #3): HUP after HUP, `hotswap reload --wait`, and HUPs that
 //! arrive while a generation is still starting.
 
-mod reload_common;
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::load::{LoadConfig, Target, spawn_in_thread};
+use crate::support::pid_alive;
+use crate::support::service::*;
 use nix::sys::signal::Signal;
-use reload_common::*;
-use support::load::{LoadConfig, Target, spawn_in_thread};
-use support::pid_alive;
 
 /// Five HUPs, one after the other, while new-connection and keep-alive clients hammer the
 /// socket (half of them on a slow path, so requests are in flight when a generation retires):
