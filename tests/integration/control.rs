@@ -4,43 +4,20 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::support::service::*;
-use crate::support::{Hotswap, hotswap_bin, path_str, pid_alive};
+use crate::support::{Hotswap, Launch, hotswap_bin, path_str, pid_alive};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Runs `setpriv --reuid=65534 --regid=65534 --clear-groups hotswap ARGS` (at most 20s).
+/// Runs `setpriv --reuid=65534 --regid=65534 --clear-groups hotswap ARGS` to its end.
 fn run_as_nobody(args: &[&str]) -> Output {
-    let mut child = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(hotswap_bin())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn setpriv");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`hotswap {}` as nobody still running after {WAIT:?}; killed", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    child.stdout.take().expect("piped").read_to_end(&mut stdout).unwrap();
-    child.stderr.take().expect("piped").read_to_end(&mut stderr).unwrap();
-    Output { status, stdout, stderr }
+    let mut argv = ["--reuid=65534", "--regid=65534", "--clear-groups"].map(String::from).to_vec();
+    argv.push(path_str(&hotswap_bin()));
+    argv.extend(args.iter().map(|a| a.to_string()));
+    Launch::via("setpriv", argv).run()
 }
 
 /// A client running as another uid (nobody) reaches the socket but is refused: exit 4,
@@ -56,7 +33,7 @@ fn a_request_from_another_uid_is_refused() {
     // Each a few times: a refusal must be reliable, not won in a race.
     let commands = [&["status"][..], &["status", "--json"], &["reload", "--wait"]];
     for command in commands.iter().cycle().take(30) {
-        let from = svc.hs.stderr_len();
+        let from = svc.hs.stderr().line_count();
         let mut args = command.to_vec();
         args.extend_from_slice(&["--control", &svc.ctl]);
         let out = run_as_nobody(&args);
@@ -87,7 +64,7 @@ fn one_hotswap_per_control_socket_and_a_stale_one_is_taken_over() {
     assert_eq!(status.code(), Some(2), "second hotswap on {ctl}: {status}");
     let refusal = second.wait_for_stderr("another hotswap is running", WAIT);
     assert!(refusal.contains(&ctl), "{refusal}");
-    assert!(!second.stderr_lines().iter().any(|l| l.contains("gen 1 started")));
+    assert!(!second.stderr().lines().iter().any(|l| l.contains("gen 1 started")));
     // The first is unaffected.
     assert_eq!(first.status()["pid"], first.hs.pid());
     assert_eq!(first.generation(), 1);
@@ -175,11 +152,11 @@ fn status_table_shows_the_children() {
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let svc = Service::start(&["--name", "web", "--drain-timeout", "20s"], &command, &[]);
     let first = svc.get().pid().expect("X-Pid");
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     svc.hs.signal(Signal::SIGHUP);
     // Generation 1 ignores SIGTERM, so it stays draining until the test ends.
     svc.wait_index(from, "gen 1 retiring (pids ");
-    let second = pids_in(&svc.hs.stderr_lines()[svc.wait_index(from, "gen 2 started")])[0];
+    let second = pids_in(&svc.hs.stderr().lines()[svc.wait_index(from, "gen 2 started")])[0];
 
     let out = svc.cli(&["status"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -226,7 +203,7 @@ fn reload_wait_timeout_exits_3_and_the_reload_goes_on() {
     let command = server_by_generation(&[(2, "--boot-delay 3s")], "");
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let svc = Service::start(&[], &command, &[]);
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     let began = Instant::now();
     let out = svc.cli(&["reload", "--wait", "--timeout", "1s"]);
     let took = began.elapsed();

@@ -26,7 +26,7 @@ fn a_child_ignoring_the_stop_signal_is_killed_with_its_group_at_drain_timeout() 
 
     let switch = svc.hup_and_wait(2, 1);
     assert_eq!(switch.old_pids, [child as u32]);
-    let lines = svc.hs.stderr_lines();
+    let lines = svc.hs.stderr().lines();
     let kill_line =
         format!("gen 1 pid {child} still running after 1s: SIGKILL to its process group");
     let killed_at = index_of(&lines, switch.retiring_at, &kill_line)

@@ -5,12 +5,11 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    example_bin, free_port, http_get, path_str, pid_alive, port_is_closed, proc_stat, run_hotswap,
-    serve_example, wait_until, zombies_of,
+    Launch, example_bin, free_port, http_get, path_str, pid_alive, port_is_closed, proc_stat,
+    run_hotswap, serve_example, wait_until, zombies_of,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -151,10 +150,10 @@ fn a_crashed_child_is_restarted_and_the_port_never_refuses() {
     kill(Pid::from_raw(first as i32), Signal::SIGKILL).expect("kill the child");
     let exited = hs.wait_for_stderr(&format!("(pid {first})"), Duration::from_secs(10));
     assert!(exited.contains("warning"), "the crash is not a warning: {exited:?}");
-    let after_crash = hs.stderr_len();
+    let after_crash = hs.stderr().line_count();
     // Now no child accepts; the listening socket, held by hotswap, must still take connections.
     let during = send_request(local(port), "/");
-    let served_at_connect = hs.stderr_lines()[after_crash..]
+    let served_at_connect = hs.stderr().lines()[after_crash..]
         .iter()
         .any(|l| l.contains("server[") && l.contains("ready"));
     assert!(!served_at_connect, "the replacement was already ready: the window was not tested");
@@ -188,34 +187,13 @@ fn an_orphaned_grandchild_is_reaped() {
     assert!(zombies_of(hs.pid()).is_empty(), "zombies under hotswap: {:?}", zombies_of(hs.pid()));
 }
 
-/// Kills a process group started outside `Hotswap` (and the given pids) if the test fails.
-struct GroupGuard(Vec<i32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
-
 #[test]
 fn a_closed_stderr_does_not_stop_hotswap_or_orphan_its_children() {
     // `hotswap … | logger` where logger died: every later log line meets EPIPE.
-    let dir = tempfile::tempdir().unwrap();
-    let control = path_str(&dir.path().join("ctl.sock"));
     let server = path_str(&example_bin("server"));
-    let mut hotswap = std::process::Command::new(crate::support::hotswap_bin())
-        .args(["--control", &control, "--listen", "127.0.0.1:0", "--", &server])
-        .env("XDG_RUNTIME_DIR", dir.path())
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut guard = GroupGuard(vec![hotswap.id() as i32]);
-    drop(hotswap.stderr.take()); // the reader is gone
+    let args = ["--control", "{dir}/ctl.sock", "--listen", "127.0.0.1:0", "--", &server];
+    let mut hs = Launch { broken_stderr: true, ..Launch::hotswap(&args) }.start();
+    let control = path_str(&hs.dir().join("ctl.sock"));
     // The pid of the only child once `generation` serves alone.
     let serving = |generation: u64| {
         let out = run_hotswap(&["status", "--control", &control, "--json"], &[]);
@@ -225,15 +203,13 @@ fn a_closed_stderr_does_not_stop_hotswap_or_orphan_its_children() {
         (json["generation"].as_u64() == Some(generation) && children.len() == 1).then_some(pid)
     };
     let first = wait_until("gen 1 serving", STARTUP, || serving(1));
-    guard.0.push(first);
 
     let reload = run_hotswap(&["reload", "--control", &control, "--wait"], &[]);
     assert_eq!(reload.status.code(), Some(0), "reload with stderr closed: {reload:?}");
     let second = wait_until("gen 2 serving alone", STARTUP, || serving(2));
-    guard.0.push(second);
     assert!(!pid_alive(first), "gen 1's child {first} drained and gone");
-    kill(Pid::from_raw(hotswap.id() as i32), Signal::SIGTERM).unwrap();
-    let exit = wait_until("hotswap to exit", STARTUP, || hotswap.try_wait().unwrap());
+    hs.signal(Signal::SIGTERM);
+    let exit = hs.wait_exit(STARTUP);
     assert_eq!(exit.code(), Some(0), "a clean stop, not a panic (101)");
     assert!(!pid_alive(second), "gen 2's child {second} outlived hotswap");
 }

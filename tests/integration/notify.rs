@@ -5,18 +5,9 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+use crate::support::environ;
 use crate::support::service::*;
 use nix::sys::signal::Signal;
-
-/// The value of `key` in the environment `pid` was exec'ed with.
-fn environ_var(pid: u32, key: &str) -> String {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
-    let prefix = format!("{key}=");
-    env.split(|&b| b == 0)
-        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_else(|| panic!("pid {pid} has no {key} in its environment"))
-}
 
 /// `READY=1` from this test process — alive, root like the child, but not in the child's
 /// process tree — is dropped: the starting generation does not take over.
@@ -25,11 +16,11 @@ fn ready_from_outside_the_childs_tree_is_dropped() {
     let command = server_by_generation(&[(2, "--ready none")], "--ready notify");
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let svc = Service::start(&["--ready", "notify", "--ready-timeout", "20s"], &command, &[]);
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     svc.hs.signal(Signal::SIGHUP);
     let started = svc.hs.wait_for_stderr_after(from, "gen 2 started (pids ", WAIT);
     let child = pids_in(&started)[0];
-    let socket = environ_var(child, "NOTIFY_SOCKET");
+    let socket = environ(child).remove("NOTIFY_SOCKET").expect("the child has a NOTIFY_SOCKET");
 
     let sender = UnixDatagram::unbound().expect("datagram socket");
     sender.send_to(b"READY=1\n", &socket).unwrap_or_else(|e| panic!("send to {socket}: {e}"));
@@ -73,7 +64,7 @@ fn systemd_notify_from_the_child_works_and_returns_at_once() {
     svc.hs.wait_for_stderr("gen 1 ready after ", WAIT);
     assert_eq!(svc.generation(), 1);
 
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     let reload = Instant::now();
     svc.hs.signal(Signal::SIGHUP);
     let notified = svc.wait_any(from, &["notified gen 2", "systemd-notify failed"]);

@@ -17,7 +17,7 @@ const BOOT: Duration = Duration::from_secs(1);
 /// generation 1 only then, and afterwards only generation 2 answers.
 fn assert_old_serves_until_new_is_ready(svc: &Service, boot: Duration, min_ready: Duration) {
     assert_eq!(svc.generation(), 1);
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     svc.hs.signal(Signal::SIGHUP);
     svc.hs.wait_for_stderr_after(from, "gen 2 started (pids ", WAIT);
     let t0 = Instant::now();
@@ -125,7 +125,7 @@ fn exec_mode_switches_only_when_the_probe_passes() {
     svc.hs.wait_for_stderr("gen 1 ready after ", WAIT);
     assert_eq!(svc.generation(), 1);
 
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     svc.hs.signal(Signal::SIGHUP);
     let second = pids_in(&svc.hs.wait_for_stderr_after(from, "gen 2 started (pids ", WAIT));
     let t0 = Instant::now();

@@ -106,7 +106,7 @@ fn reloads_during_a_slow_start_coalesce_into_one_more_generation() {
     let load = svc.load();
     wait_for_ok(&load, 0, 20);
 
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     svc.hs.signal(Signal::SIGHUP);
     svc.hs.wait_for_stderr_after(from, "gen 2 started (pids ", WAIT);
     // While generation 2 starts: three HUPs at once, then two control-socket reloads, which

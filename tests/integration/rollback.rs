@@ -14,7 +14,7 @@ fn rolled_back_reload(svc: &Service, expected_reason: &str, only_old_answers: bo
     let old_pid = svc.get().pid().expect("X-Pid");
     let load = svc.load();
     wait_for_ok(&load, 0, 50);
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
 
     let out = svc.cli(&["reload", "--wait"]);
     assert_eq!(out.status.code(), Some(1), "reload --wait: {}", describe(&out));

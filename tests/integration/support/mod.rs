@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
@@ -22,12 +22,13 @@ use nix::unistd::Pid;
 /// Timeout of every socket operation in `http_get` / `http_get_unix`.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long `run_hotswap` lets a short-lived invocation run before killing it.
+/// How long [`Launch::run`] lets a short-lived invocation run before killing it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The environment variable that marks every process a `Hotswap` started (see its `Drop`).
-/// Not `HOTSWAP_*`, which hotswap might keep from its children.
-const GUARD_VAR: &str = "TEST_PROCESS_GUARD";
+/// The environment variable that marks every process a [`Launch`] started (see
+/// [`Hotswap`]'s `Drop`). Not `HOTSWAP_*`, which hotswap might keep from its children. A wrapper
+/// that passes on only the variables it is told to (`systemd-socket-activate -E`) must name it.
+pub const GUARD_VAR: &str = "TEST_PROCESS_GUARD";
 
 /// The hotswap binary Cargo built for this test run.
 pub fn hotswap_bin() -> PathBuf {
@@ -82,59 +83,139 @@ pub fn wait_until<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>
         .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
-/// A running hotswap under test; dropping it SIGKILLs hotswap and everything it started.
+/// A running hotswap under test, started by [`Launch::start`]; dropping it SIGKILLs hotswap and
+/// everything it started. The one way tests and the bench start a long-running hotswap.
 pub struct Hotswap {
     child: Child,
     exited: Option<ExitStatus>,
-    stderr: Arc<Stderr>,
+    stderr: Arc<StderrLog>,
     token: String,
     dir: tempfile::TempDir,
 }
 
-/// hotswap's stderr lines so far, and whether the pipe has closed.
-#[derive(Default)]
-struct Stderr {
-    lines: Mutex<Vec<String>>,
-    closed: std::sync::atomic::AtomicBool,
+/// How to start hotswap: by itself, or through a program that execs it in its own place, keeping
+/// the pid (bash, `systemd-socket-activate`, python3, setpriv). Build it with [`Launch::hotswap`]
+/// or [`Launch::via`], override fields with struct-update syntax, then [`start`](Self::start) it
+/// (a long-running hotswap) or [`run`](Self::run) it to its end (a client command, a refusal).
+///
+/// Either way it runs in a process group of its own, with stdin on /dev/null, `NO_COLOR`, none of
+/// the test's own LISTEN_*/NOTIFY_SOCKET/WATCHDOG_USEC/HOTSWAP_* variables (a developer's shell
+/// or CI must not change what a test does), a private temp dir as `XDG_RUNTIME_DIR` and as
+/// `{dir}` in `args` and `env` values, and [`GUARD_VAR`] set to a token of its own: whatever
+/// carries the token when the test is done with it is SIGKILLed, escaped daemons included.
+pub struct Launch {
+    /// hotswap itself, or the program that execs it.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Set after the variables above, so these win.
+    pub env: Vec<(String, String)>,
+    /// Echo every stderr line to the test's stderr as `[hotswap PID] …` and pass stdout through.
+    /// Off (the bench, unless `--verbose`): the lines are only kept, stdout goes to /dev/null.
+    pub echo: bool,
+    /// Close the read end of hotswap's stderr pipe at once, as a log reader that died would:
+    /// every line hotswap writes then meets EPIPE ([`Launch::start`] only).
+    pub broken_stderr: bool,
 }
 
-impl Hotswap {
-    /// Spawns hotswap with `args` (including `--` and the child command) and extra `env`;
-    /// `{dir}` in an arg or env value becomes this instance's private temp dir ([`Self::dir`]).
-    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Hotswap {
+impl Launch {
+    /// `hotswap ARGS`.
+    pub fn hotswap(args: &[&str]) -> Launch {
+        Launch::via(hotswap_bin(), args.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// `PROGRAM ARGS`, where PROGRAM ends up exec'ing hotswap ([`hotswap_bin`]) in its place.
+    pub fn via(program: impl Into<PathBuf>, args: Vec<String>) -> Launch {
+        Launch { program: program.into(), args, env: Vec::new(), echo: true, broken_stderr: false }
+    }
+
+    /// Adds `env` to the environment.
+    pub fn env(mut self, env: &[(&str, &str)]) -> Launch {
+        self.env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    /// The command line, for messages.
+    fn shown(&self) -> String {
+        let name = self.program.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        format!("{name} {}", self.args.join(" "))
+    }
+
+    /// The command, its private temp dir and guard token.
+    fn command(&self) -> (Command, tempfile::TempDir, String) {
         let dir = tempfile::tempdir().expect("create tempdir");
         let token = unique_token();
         let d = path_str(dir.path());
-        let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &d)).collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut cmd = hotswap_command(&args);
-        cmd.env(GUARD_VAR, &token)
+        let mut cmd = Command::new(&self.program);
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("LISTEN_")
+                || k.starts_with("HOTSWAP_")
+                || k == "NOTIFY_SOCKET"
+                || k == "WATCHDOG_USEC"
+            {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.args(self.args.iter().map(|a| a.replace("{dir}", &d)))
+            .env(GUARD_VAR, &token)
             .env("XDG_RUNTIME_DIR", dir.path())
-            .envs(env.iter().map(|(k, v)| (k, v.replace("{dir}", &d))))
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::piped());
-        let mut child =
-            cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", hotswap_bin().display()));
-        let pid = child.id();
-        let stderr = Arc::new(Stderr::default());
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v.replace("{dir}", &d))))
+            .process_group(0)
+            .stdin(Stdio::null());
+        (cmd, dir, token)
+    }
+
+    /// Starts it; it runs until the test stops it or drops the [`Hotswap`].
+    pub fn start(self) -> Hotswap {
+        let (mut cmd, dir, token) = self.command();
+        cmd.stdout(if self.echo { Stdio::inherit() } else { Stdio::null() });
+        cmd.stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", self.shown()));
         let pipe = child.stderr.take().expect("piped stderr");
-        let sink = stderr.clone();
-        std::thread::Builder::new()
-            .name(format!("hotswap-{pid}-stderr"))
-            .spawn(move || {
-                let mut reader = BufReader::new(pipe);
-                let mut raw = Vec::new();
-                while reader.read_until(b'\n', &mut raw).is_ok_and(|n| n > 0) {
-                    let line = strip_ansi(&String::from_utf8_lossy(&raw));
-                    let line = line.trim_end_matches(['\n', '\r']).to_string();
-                    eprintln!("[hotswap {pid}] {line}");
-                    sink.lines.lock().unwrap().push(line);
-                    raw.clear();
-                }
-                sink.closed.store(true, Ordering::SeqCst);
-            })
-            .expect("spawn stderr reader");
+        let stderr = if self.broken_stderr {
+            drop(pipe);
+            StderrLog::closed()
+        } else {
+            StderrLog::capture(pipe, format!("hotswap {}", child.id()), self.echo)
+        };
         Hotswap { child, exited: None, stderr, token, dir }
+    }
+
+    /// Runs it to its end and returns its output; SIGKILLs it and panics after 20s. Whatever it
+    /// started and left running is SIGKILLed too.
+    pub fn run(self) -> Output {
+        let (mut cmd, _dir, token) = self.command();
+        let shown = self.shown();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
+        let stdout = read_in_thread(child.stdout.take().expect("piped stdout"));
+        let stderr = read_in_thread(child.stderr.take().expect("piped stderr"));
+        let status =
+            poll_until(Instant::now() + RUN_TIMEOUT, || child.try_wait().expect("try_wait"));
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            kill_marked(&token, BTreeSet::new());
+            panic!("`{shown}` still running after {RUN_TIMEOUT:?}; killed");
+        };
+        kill_marked(&token, BTreeSet::new());
+        let output =
+            Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
+        for line in strip_ansi(&String::from_utf8_lossy(&output.stderr)).lines() {
+            eprintln!("[{shown}] {line}");
+        }
+        output
+    }
+}
+
+impl Hotswap {
+    /// `hotswap ARGS` with extra `env` (see [`Launch`]).
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Hotswap {
+        Launch::hotswap(args).env(env).start()
     }
 
     /// hotswap's pid.
@@ -154,14 +235,9 @@ impl Hotswap {
             .unwrap_or_else(|e| panic!("kill -{sig} {}: {e}", self.pid()));
     }
 
-    /// All stderr lines so far (ANSI colours stripped).
-    pub fn stderr_lines(&self) -> Vec<String> {
-        self.stderr.lines.lock().unwrap().clone()
-    }
-
-    /// How many stderr lines have arrived so far; an index for `wait_for_stderr_after`.
-    pub fn stderr_len(&self) -> usize {
-        self.stderr.lines.lock().unwrap().len()
+    /// Its stderr so far, each line with the moment it was read.
+    pub fn stderr(&self) -> &StderrLog {
+        &self.stderr
     }
 
     /// The first stderr line since the start containing `pattern`; panics after `timeout`.
@@ -172,28 +248,40 @@ impl Hotswap {
     /// The first stderr line with index >= `index` containing `pattern`; panics after `timeout`
     /// or as soon as stderr closes without one.
     pub fn wait_for_stderr_after(&self, index: usize, pattern: &str, timeout: Duration) -> String {
-        let what = format!("a hotswap stderr line containing {pattern:?} (after line {index})");
-        wait_until(&what, timeout, || {
-            // Read `closed` first: lines pushed before it was set are then all visible.
-            let closed = self.stderr.closed.load(Ordering::SeqCst);
-            let lines = self.stderr.lines.lock().unwrap();
-            let found = lines.iter().skip(index).find(|l| l.contains(pattern)).cloned();
-            drop(lines);
-            assert!(found.is_some() || !closed, "hotswap's stderr closed before {what}");
-            found
+        self.wait_for_any(index, &[pattern], timeout)
+    }
+
+    /// The first stderr line with index >= `index` containing any of `patterns`; panics after
+    /// `timeout` or as soon as stderr closes without one.
+    pub fn wait_for_any(&self, index: usize, patterns: &[&str], timeout: Duration) -> String {
+        let found = self.stderr.wait(index, timeout, |lines| {
+            lines.iter().map(|(_, l)| l).find(|l| patterns.iter().any(|p| l.contains(p))).cloned()
+        });
+        found.unwrap_or_else(|| {
+            let why = match self.stderr.is_closed() {
+                true => "hotswap's stderr closed".to_string(),
+                false => format!("timed out after {timeout:?}"),
+            };
+            panic!("{why} waiting for a stderr line containing one of {patterns:?} (after line {index})")
         })
     }
 
     /// Waits for hotswap to exit and returns its status; panics after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        if let Some(status) = self.exited {
-            return status;
+        self.exit_within(timeout)
+            .unwrap_or_else(|| panic!("hotswap still running after {timeout:?}"))
+    }
+
+    /// Waits for hotswap to exit and returns its status, or `None` if it still runs after
+    /// `timeout`.
+    pub fn exit_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            let child = &mut self.child;
+            self.exited = poll_until(Instant::now() + timeout, || {
+                child.try_wait().expect("try_wait hotswap")
+            });
         }
-        let child = &mut self.child;
-        let status =
-            wait_until("hotswap to exit", timeout, || child.try_wait().expect("try_wait hotswap"));
-        self.exited = Some(status);
-        status
+        self.exited
     }
 
     /// Live pids whose parent chain leads to hotswap (its children, their children, ...).
@@ -209,80 +297,137 @@ impl Hotswap {
 
 impl Drop for Hotswap {
     fn drop(&mut self) {
-        let mut victims = BTreeSet::new();
+        let mut tree = BTreeSet::new();
         if self.exited.is_none() {
             // Stop hotswap first so that it cannot start anything new, then its tree.
             let _ = kill(Pid::from_raw(self.pid()), Signal::SIGSTOP);
-            victims.extend(self.descendants());
+            tree.extend(self.descendants());
             let _ = kill(Pid::from_raw(self.pid()), Signal::SIGKILL);
         }
-        // Processes that escaped the tree (double-forked, reparented after hotswap died) still
-        // carry our token in their environment; repeat in case one was forking meanwhile.
-        for _ in 0..10 {
-            for &pid in &victims {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            let escaped: Vec<i32> = pids_with_env(GUARD_VAR, &self.token)
-                .into_iter()
-                .filter(|p| !victims.contains(p))
-                .collect();
-            if escaped.is_empty() {
-                break;
-            }
-            victims.extend(escaped);
-        }
+        kill_marked(&self.token, tree);
         if self.exited.is_none() {
             let _ = self.child.wait();
         }
     }
 }
 
-/// A value unique to this `Hotswap` within this machine.
+/// SIGKILLs `pids` and every process whose environment carries `token` (processes that escaped
+/// the tree: double-forked, reparented after hotswap died), repeating in case one was forking.
+fn kill_marked(token: &str, mut pids: BTreeSet<i32>) {
+    for _ in 0..10 {
+        for &pid in &pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let escaped: Vec<i32> =
+            pids_with_env(GUARD_VAR, token).into_iter().filter(|p| !pids.contains(p)).collect();
+        if escaped.is_empty() {
+            break;
+        }
+        pids.extend(escaped);
+    }
+}
+
+/// The lines a process writes on stderr (ANSI colours stripped), each with the moment it was
+/// read, collected by a thread of its own until the pipe closes.
+pub struct StderrLog {
+    state: Mutex<LogState>,
+    grew: Condvar,
+}
+
+#[derive(Default)]
+struct LogState {
+    lines: Vec<(Instant, String)>,
+    closed: bool,
+}
+
+impl StderrLog {
+    /// Reads `pipe` on a thread of its own; `echo`: prints each line as `[label] line`.
+    pub fn capture(pipe: impl Read + Send + 'static, label: String, echo: bool) -> Arc<StderrLog> {
+        let log = Arc::new(StderrLog { state: Mutex::default(), grew: Condvar::new() });
+        let sink = log.clone();
+        std::thread::Builder::new()
+            .name(format!("{label} stderr"))
+            .spawn(move || {
+                let mut reader = BufReader::new(pipe);
+                let mut raw = Vec::new();
+                while reader.read_until(b'\n', &mut raw).is_ok_and(|n| n > 0) {
+                    let at = Instant::now();
+                    let line = strip_ansi(&String::from_utf8_lossy(&raw));
+                    let line = line.trim_end_matches(['\n', '\r']).to_string();
+                    if echo {
+                        eprintln!("[{label}] {line}");
+                    }
+                    sink.state.lock().unwrap().lines.push((at, line));
+                    sink.grew.notify_all();
+                    raw.clear();
+                }
+                sink.state.lock().unwrap().closed = true;
+                sink.grew.notify_all();
+            })
+            .expect("spawn stderr reader");
+        log
+    }
+
+    /// A log of a pipe closed before anything was read.
+    fn closed() -> Arc<StderrLog> {
+        let state = LogState { lines: Vec::new(), closed: true };
+        Arc::new(StderrLog { state: Mutex::new(state), grew: Condvar::new() })
+    }
+
+    fn state(&self) -> MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many lines have arrived so far: an index for the waits that look at later lines.
+    pub fn line_count(&self) -> usize {
+        self.state().lines.len()
+    }
+
+    /// The lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.state().lines.iter().map(|(_, l)| l.clone()).collect()
+    }
+
+    /// Whether the pipe has closed (no line will come any more).
+    pub fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+
+    /// Calls `f` with the lines from index `from` on, again each time one arrives, until it
+    /// returns `Some`; `None` once `timeout` has passed or the pipe has closed first.
+    pub fn wait<T>(
+        &self,
+        from: usize,
+        timeout: Duration,
+        mut f: impl FnMut(&[(Instant, String)]) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state();
+        loop {
+            if let Some(v) = f(&state.lines[from.min(state.lines.len())..]) {
+                return Some(v);
+            }
+            let now = Instant::now();
+            if state.closed || now >= deadline {
+                return None;
+            }
+            state =
+                self.grew.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+/// A value unique to this launch within this machine.
 fn unique_token() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A Command for hotswap: own process group, stdin null, no inherited LISTEN_*/NOTIFY_SOCKET/
-/// HOTSWAP_* variables (a developer's shell or CI must not change what a test does), no colours.
-fn hotswap_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(hotswap_bin());
-    for (key, _) in std::env::vars_os() {
-        let k = key.to_string_lossy();
-        if k.starts_with("LISTEN_")
-            || k.starts_with("HOTSWAP_")
-            || k == "NOTIFY_SOCKET"
-            || k == "WATCHDOG_USEC"
-        {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.args(args).env("NO_COLOR", "1").process_group(0).stdin(Stdio::null());
-    cmd
-}
-
-/// Runs a short-lived hotswap invocation (usage errors, `status`); kills it and panics after 20s.
+/// Runs a short-lived `hotswap ARGS` (usage errors, `status`, `reload`) with extra `env` to its
+/// end (see [`Launch::run`]).
 pub fn run_hotswap(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = hotswap_command(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", hotswap_bin().display()));
-    let stdout = read_in_thread(child.stdout.take().expect("piped stdout"));
-    let stderr = read_in_thread(child.stderr.take().expect("piped stderr"));
-    let status = poll_until(Instant::now() + RUN_TIMEOUT, || child.try_wait().expect("try_wait"));
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("`hotswap {}` still running after {RUN_TIMEOUT:?}; killed", args.join(" "));
-    };
-    let output = Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
-    for line in strip_ansi(&String::from_utf8_lossy(&output.stderr)).lines() {
-        eprintln!("[hotswap {}] {line}", args.join(" "));
-    }
-    output
+    Launch::hotswap(args).env(env).run()
 }
 
 /// Reads `r` to its end on a thread of its own.
@@ -520,6 +665,24 @@ pub fn pids_with_env(key: &str, value: &str) -> Vec<i32> {
         })
         .map(|p| p.pid)
         .collect()
+}
+
+/// `/proc/<pid>/environ` as a map; panics if a variable appears twice (which one a program
+/// sees would depend on its libc).
+pub fn environ(pid: u32) -> BTreeMap<String, String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/environ: {e}"));
+    let mut env = BTreeMap::new();
+    for kv in raw.split(|&b| b == 0).filter(|kv| !kv.is_empty()) {
+        let kv = String::from_utf8_lossy(kv);
+        let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
+        let earlier = env.insert(k.to_string(), v.to_string());
+        assert!(
+            earlier.is_none(),
+            "{k} appears twice in pid {pid}'s environment: {earlier:?}, {v:?}"
+        );
+    }
+    env
 }
 
 /// Whether connecting to `addr` is refused (nothing listens there).

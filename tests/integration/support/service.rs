@@ -96,30 +96,23 @@ impl Service {
 
     /// The first stderr line at index >= `from` that contains any of `patterns`.
     pub fn wait_any(&self, from: usize, patterns: &[&str]) -> String {
-        let what = format!("a hotswap stderr line containing one of {patterns:?}");
-        wait_until(&what, WAIT, || {
-            self.hs
-                .stderr_lines()
-                .into_iter()
-                .skip(from)
-                .find(|l| patterns.iter().any(|p| l.contains(p)))
-        })
+        self.hs.wait_for_any(from, patterns, WAIT)
     }
 
     /// Index of the first stderr line at index >= `from` containing `pattern` (waits for it).
     pub fn wait_index(&self, from: usize, pattern: &str) -> usize {
         self.hs.wait_for_stderr_after(from, pattern, WAIT);
-        index_of(&self.hs.stderr_lines(), from, pattern).expect("the line just seen")
+        index_of(&self.hs.stderr().lines(), from, pattern).expect("the line just seen")
     }
 
     /// Whether a stderr line at index >= `from` contains `pattern`.
     pub fn logged_after(&self, from: usize, pattern: &str) -> bool {
-        index_of(&self.hs.stderr_lines(), from, pattern).is_some()
+        index_of(&self.hs.stderr().lines(), from, pattern).is_some()
     }
 
     /// Sends HUP and waits until generation `new` took over and generation `old` is gone.
     pub fn hup_and_wait(&self, new: u64, old: u64) -> Switch {
-        let from = self.hs.stderr_len();
+        let from = self.hs.stderr().line_count();
         self.hs.signal(Signal::SIGHUP);
         self.wait_switch(from, new, old)
     }
@@ -131,7 +124,7 @@ impl Service {
         let ready_at = self.wait_index(started_at, &format!("gen {new} ready after "));
         let retiring_at = self.wait_index(from, &format!("gen {old} retiring (pids "));
         let gone_at = self.wait_index(from, &format!("gen {old} gone, drained after "));
-        let lines = self.hs.stderr_lines();
+        let lines = self.hs.stderr().lines();
         assert!(
             started_at < ready_at && ready_at < retiring_at && retiring_at < gone_at,
             "gen {new} started/ready and gen {old} retiring/gone out of order: lines \
