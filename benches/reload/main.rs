@@ -27,11 +27,12 @@
 //! Modules: `cli` (options), `procs` (the processes and /proc), `scenarios` (the rows),
 //! `report` (the table, the goals, results.md), `plot` (reload.svg).
 
-// The integration tests' load client, shared as it is: the bench uses only part of it (the
-// tests use the rest, and their binary is where every item of it must be used).
+// The integration tests' harness, shared as it is: the bench starts hotswap and kills its tree,
+// reads /proc and runs the load client through it, and uses only that part of it (the tests use
+// the rest, and their binary is where every item of it must be used).
 #[allow(dead_code)]
-#[path = "../../tests/integration/support/load.rs"]
-mod load;
+#[path = "../../tests/integration/support/mod.rs"]
+mod support;
 
 mod cli;
 mod plot;
@@ -40,6 +41,8 @@ mod report;
 mod scenarios;
 
 use std::time::Duration;
+
+use support::load;
 
 /// How long any one wait of the bench (a readiness line, a reload, an exit) may take.
 const WAIT: Duration = Duration::from_secs(30);

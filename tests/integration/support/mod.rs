@@ -608,13 +608,18 @@ pub struct ProcStat {
 /// Parses /proc/<pid>/stat; `None` if the process is gone.
 pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may itself contain spaces and parentheses.
-    let after = &text[text.rfind(')')? + 2..];
-    let mut fields = after.split(' ');
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
+    let fields = stat_fields(&text)?;
+    let state = fields.first()?.chars().next()?;
+    let ppid = fields.get(1)?.parse().ok()?;
+    let pgrp = fields.get(2)?.parse().ok()?;
     Some(ProcStat { pid, state, ppid, pgrp })
+}
+
+/// The fields of a /proc/PID/stat line after the command name, which is in parentheses and may
+/// itself hold spaces and parentheses: `[0]` is the state (field 3 in proc(5)), `[1]` the ppid,
+/// `[2]` the process group, `[11]` and `[12]` utime and stime, and so on.
+pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect())
 }
 
 /// Every process currently in /proc.
@@ -700,10 +705,23 @@ pub fn path_str(p: &Path) -> String {
 
 /// The pid in a `gen N started (pids PID)` line (one instance).
 pub fn started_pid(line: &str) -> u32 {
-    let rest = &line[line.find("(pids ").expect("a started line") + 6..];
-    rest[..rest.find(')').expect("closing parenthesis")]
-        .parse()
-        .unwrap_or_else(|e| panic!("no single pid in {line:?}: {e}"))
+    match pids_in(line)[..] {
+        [pid] => pid,
+        ref pids => panic!("not one pid in {line:?}: {pids:?}"),
+    }
+}
+
+/// The pids in `… (pids 12,34)`.
+pub fn pids_in(line: &str) -> Vec<u32> {
+    let list = line
+        .split_once("(pids ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(list, _)| list)
+        .unwrap_or_else(|| panic!("no `(pids …)` in {line:?}"));
+    list.split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or_else(|e| panic!("pid {s:?} in {line:?}: {e}")))
+        .collect()
 }
 
 /// hotswap (`--control {dir}/ctl.sock` and `options`) in front of the example server with

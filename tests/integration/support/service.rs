@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::support::load::{LoadConfig, LoadHandle, Target, spawn_in_thread};
-pub use crate::support::wait_until;
 use crate::support::{Hotswap, Response, example_bin, http_get, path_str};
+pub use crate::support::{pids_in, wait_until};
 
 /// The bound of every wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -203,19 +203,6 @@ pub struct Switch {
 /// Index of the first line at index >= `from` containing `pattern`.
 pub fn index_of(lines: &[String], from: usize, pattern: &str) -> Option<usize> {
     lines.iter().enumerate().skip(from).find(|(_, l)| l.contains(pattern)).map(|(i, _)| i)
-}
-
-/// The pids in `… (pids 12,34)`.
-pub fn pids_in(line: &str) -> Vec<u32> {
-    let list = line
-        .split_once("(pids ")
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(list, _)| list)
-        .unwrap_or_else(|| panic!("no `(pids …)` in {line:?}"));
-    list.split([',', ' '])
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap_or_else(|e| panic!("pid {s:?} in {line:?}: {e}")))
-        .collect()
 }
 
 /// The duration after `marker` in `line`: `35ms`, `2s`, `1.5s`.
