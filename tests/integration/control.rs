@@ -5,10 +5,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hotswap::protocol::control::{ChildState, ChildStatus, LastReloadResult, SocketStatus};
 
 use crate::support::service::*;
-use crate::support::{Hotswap, Launch, hotswap_bin, path_str, pid_alive};
+use crate::support::{Hotswap, Launch, hotswap_bin, path_str, pid_alive, run_hotswap};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -46,7 +48,7 @@ fn a_request_from_another_uid_is_refused() {
     }
     // Root is still served, and nobody's reload did not happen.
     let status = svc.status();
-    assert_eq!(status["generation"], 1, "{status}");
+    assert_eq!(status.generation, Some(1), "{status:#?}");
     assert!(!svc.logged_after(0, "gen 2 started"), "the refused reload ran");
     assert_eq!(svc.generation(), 1);
 }
@@ -66,7 +68,7 @@ fn one_hotswap_per_control_socket_and_a_stale_one_is_taken_over() {
     assert!(refusal.contains(&ctl), "{refusal}");
     assert!(!second.stderr().lines().iter().any(|l| l.contains("gen 1 started")));
     // The first is unaffected.
-    assert_eq!(first.status()["pid"], first.hs.pid());
+    assert_eq!(first.status().pid, first.hs.pid() as u32);
     assert_eq!(first.generation(), 1);
 
     // SIGKILL the first (and, by pid, the children it can no longer stop).
@@ -82,19 +84,25 @@ fn one_hotswap_per_control_socket_and_a_stale_one_is_taken_over() {
 
     let third = Hotswap::start(&["--control", &ctl, "-l", "127.0.0.1:0", "--", &server], &[]);
     third.wait_for_stderr("gen 1 ready after ", WAIT);
-    let out = crate::support::run_hotswap(&["status", "--json", "--control", &ctl], &[]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(status["pid"], third.pid(), "{status}");
+    let status = parse_status(&run_hotswap(&["status", "--json", "--control", &ctl], &[]));
+    assert_eq!(status.pid, third.pid() as u32, "{status:#?}");
     drop(first);
 }
 
-/// `status --json` has the documented fields with values that match what the test sees, the
-/// connections a child holds included; after a reload, `last_reload` describes it.
+/// Now as a Unix time in seconds, as `status --json` writes times.
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs_f64()
+}
+
+/// hotswap turns its monotonic child start times into Unix times; they may be off by this much.
+const CLOCK_SLACK: f64 = 1.0;
+
+/// `status --json` has every documented field, with the values the test knows: the service's
+/// name, pid, binary and socket, the child with its state, restarts, the connection it holds open
+/// and the STATUS= it sent; after a reload, `last_reload` describes it as the log did.
 #[test]
 fn status_json_describes_the_service() {
-    let before =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let before = unix_now();
     let svc = Service::start(&["--name", "web"], &[&server()], &[]);
     let pid = svc.get().pid().expect("X-Pid");
 
@@ -107,41 +115,78 @@ fn status_json_describes_the_service() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 
     let s = svc.status();
-    assert_eq!(s["name"], "web", "{s}");
-    assert_eq!(s["pid"], svc.hs.pid(), "{s}");
-    let started_at = s["started_at"].as_f64().expect("started_at is a number");
-    assert!(started_at >= before - 1.0 && started_at <= before + 60.0, "{s}");
-    assert_eq!(s["binary"], path_str(&hotswap_bin()), "{s}");
-    assert_eq!(s["sockets"][0]["fd"], 3, "{s}");
-    assert_eq!(s["sockets"][0]["address"], svc.addr.to_string(), "{s}");
-    assert!(s["sockets"][0]["name"].is_string(), "{s}");
-    assert_eq!(s["generation"], 1, "{s}");
-    let children = s["children"].as_array().expect("children[]");
-    assert_eq!(children.len(), 1, "{s}");
-    let c = &children[0];
-    assert_eq!(c["pid"], pid, "{s}");
-    assert_eq!(c["generation"], 1, "{s}");
-    assert_eq!(c["instance"], 0, "{s}");
-    assert_eq!(c["state"], "ready", "{s}");
-    assert!(c["started_at"].as_f64().is_some_and(|t| t >= started_at - 1.0), "{s}");
-    assert_eq!(c["restarts"], 0, "{s}");
-    assert_eq!(c["connections"], 1, "the held keep-alive connection: {s}");
-    assert!(c.get("status").is_some(), "{s}");
-    assert!(s["last_reload"].is_null(), "no reload yet: {s}");
+    let asked = unix_now();
+    assert_eq!(s.name, "web", "{s:#?}");
+    assert_eq!(s.pid, svc.hs.pid() as u32, "{s:#?}");
+    assert!(before <= s.started_at && s.started_at <= asked, "started_at: {s:#?}");
+    assert_eq!(s.binary, path_str(&hotswap_bin()), "{s:#?}");
+    let socket = SocketStatus { fd: 3, name: "unknown".into(), address: svc.addr.to_string() };
+    assert_eq!(s.sockets, std::slice::from_ref(&socket), "an unnamed --listen socket");
+    assert_eq!(s.generation, Some(1), "{s:#?}");
+    let [c] = &s.children[..] else { panic!("not one child: {s:#?}") };
+    let child_started = c.started_at;
+    assert!(
+        s.started_at - CLOCK_SLACK <= child_started && child_started <= asked + CLOCK_SLACK,
+        "the child's started_at: {s:#?}"
+    );
+    let expected = ChildStatus {
+        pid,
+        generation: 1,
+        instance: 0,
+        state: ChildState::Ready,
+        started_at: child_started,
+        restarts: 0,
+        connections: 1,
+        status: Some("serving gen 1".into()),
+    };
+    assert_eq!(*c, expected, "the child, holding the keep-alive connection: {s:#?}");
+    assert_eq!(s.last_reload, None, "no reload yet: {s:#?}");
     drop(held);
 
+    let from = svc.hs.stderr().line_count();
+    let reload_began = unix_now();
+    let began = Instant::now();
     let out = svc.cli(&["reload", "--wait"]);
+    let took = began.elapsed();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let s = svc.status();
-    assert_eq!(s["generation"], 2, "{s}");
-    let last = &s["last_reload"];
-    assert_eq!(last["generation"], 2, "{s}");
-    assert!(last["result"].is_string() && last["result"] != "rolled_back", "{s}");
-    assert!(last["reason"].is_null(), "{s}");
-    assert!(last["duration_ms"].is_u64(), "{s}");
-    let children = s["children"].as_array().expect("children[]");
-    assert_eq!(children.len(), 1, "gen 1 is gone: {s}");
-    assert_eq!(children[0]["pid"], svc.get().pid().expect("X-Pid"), "{s}");
+    let ready = svc.hs.wait_for_stderr_after(from, "gen 2 ready after ", WAIT);
+    let second = pids_in(&svc.hs.wait_for_stderr_after(from, "gen 2 started (pids ", WAIT));
+    let after = svc.status();
+    assert_eq!(
+        (after.name.as_str(), after.pid, after.started_at, &after.binary, &after.sockets[..]),
+        ("web", s.pid, s.started_at, &s.binary, &[socket][..]),
+        "what a reload does not change"
+    );
+    assert_eq!(after.generation, Some(2), "{after:#?}");
+    let [c] = &after.children[..] else { panic!("gen 1 should be gone: {after:#?}") };
+    assert!(
+        reload_began - CLOCK_SLACK <= c.started_at && c.started_at <= unix_now() + CLOCK_SLACK,
+        "gen 2's started_at: {after:#?}"
+    );
+    let expected = ChildStatus {
+        pid: second[0],
+        generation: 2,
+        instance: 0,
+        state: ChildState::Ready,
+        started_at: c.started_at,
+        restarts: 0,
+        connections: 0,
+        status: Some("serving gen 2".into()),
+    };
+    assert_eq!(*c, expected, "gen 2's child, no connection yet: {after:#?}");
+    let last = after.last_reload.as_ref().expect("last_reload after a reload");
+    assert_eq!(
+        (last.generation, last.result, last.reason.as_deref()),
+        (2, LastReloadResult::Ok, None),
+        "{after:#?}"
+    );
+    // The new generation's start to ready, as the log line said (it rounds past 1s to 0.1s),
+    // and no longer than the client waited.
+    let duration = Duration::from_millis(last.duration_ms);
+    let logged = duration_after(&ready, "ready after ");
+    assert!(duration.abs_diff(logged) <= Duration::from_millis(50), "{duration:?} vs {ready}");
+    assert!(duration <= took, "duration_ms {duration:?}, but reload --wait took {took:?}");
+    assert_eq!(svc.get().pid(), Some(second[0]));
 }
 
 /// The human table names the service and shows each child with its pid, generation and state,
@@ -176,6 +221,10 @@ fn status_table_shows_the_children() {
     assert!(old.contains(&"1".to_string()) && old.contains(&"draining".to_string()), "{table}");
     let new = row(second);
     assert!(new.contains(&"2".to_string()) && new.contains(&"ready".to_string()), "{table}");
+    // The same states in JSON.
+    let status = svc.status();
+    assert_eq!(state_of(&status, first), Some(ChildState::Draining), "{status:#?}");
+    assert_eq!(state_of(&status, second), Some(ChildState::Ready), "{status:#?}");
 }
 
 /// `reload` for a service that does not run exits 2, by path and by name.
@@ -186,13 +235,12 @@ fn reload_of_no_such_service_exits_2() {
     for args in
         [&["reload", "--control", &missing][..], &["reload", "--wait", "--control", &missing]]
     {
-        let out = crate::support::run_hotswap(args, &[]);
+        let out = run_hotswap(args, &[]);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
     let xdg = path_str(dir.path());
-    let out =
-        crate::support::run_hotswap(&["reload", "nosuchservice"], &[("XDG_RUNTIME_DIR", &xdg)]);
+    let out = run_hotswap(&["reload", "nosuchservice"], &[("XDG_RUNTIME_DIR", &xdg)]);
     assert_eq!(out.status.code(), Some(2), "by name: {}", describe(&out));
 }
 

@@ -11,6 +11,7 @@ use crate::support::{
     Launch, example_bin, free_port, http_get, path_str, pid_alive, port_is_closed, proc_stat,
     run_hotswap, serve_example, wait_until, zombies_of,
 };
+use hotswap::protocol::control::Status;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -197,10 +198,9 @@ fn a_closed_stderr_does_not_stop_hotswap_or_orphan_its_children() {
     // The pid of the only child once `generation` serves alone.
     let serving = |generation: u64| {
         let out = run_hotswap(&["status", "--control", &control, "--json"], &[]);
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let children = json["children"].as_array()?;
-        let pid = children.first()?["pid"].as_i64()? as i32;
-        (json["generation"].as_u64() == Some(generation) && children.len() == 1).then_some(pid)
+        let status: Status = serde_json::from_slice(&out.stdout).ok()?;
+        let [child] = &status.children[..] else { return None };
+        (status.generation == Some(generation)).then_some(child.pid as i32)
     };
     let first = wait_until("gen 1 serving", STARTUP, || serving(1));
 

@@ -6,6 +6,8 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use crate::support::environ;
+use hotswap::protocol::control::ChildState;
+
 use crate::support::service::*;
 use nix::sys::signal::Signal;
 
@@ -34,12 +36,8 @@ fn ready_from_outside_the_childs_tree_is_dropped() {
     );
     // The datagram has been handled (and dropped): generation 2 is still starting.
     let status = svc.status();
-    assert_eq!(status["generation"], 1, "{status}");
-    let state = status["children"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["pid"] == child))
-        .map(|c| c["state"].clone());
-    assert_eq!(state, Some("starting".into()), "{status}");
+    assert_eq!(status.generation, Some(1), "{status:#?}");
+    assert_eq!(state_of(&status, child), Some(ChildState::Starting), "{status:#?}");
     assert!(!svc.logged_after(from, "gen 2 ready"), "a foreign READY=1 made gen 2 ready");
     assert!(!svc.logged_after(from, "gen 1 retiring"), "a foreign READY=1 retired gen 1");
 }

@@ -5,6 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::pid_alive;
+use hotswap::protocol::control::ChildState;
+
 use crate::support::service::*;
 use nix::sys::signal::Signal;
 
@@ -137,15 +139,9 @@ fn exec_mode_switches_only_when_the_probe_passes() {
     assert!(!svc.logged_after(from, "gen 2 ready"), "gen 2 ready before its probe passed");
     assert!(!svc.logged_after(from, "gen 1 retiring"), "gen 1 retired before gen 2 was ready");
     let status = svc.status();
-    assert_eq!(status["generation"], 1, "{status}");
-    let state_of = |pid: u32| {
-        status["children"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["pid"] == pid))
-            .map(|c| c["state"].clone())
-    };
-    assert_eq!(state_of(first[0]), Some("ready".into()), "{status}");
-    assert_eq!(state_of(second[0]), Some("starting".into()), "{status}");
+    assert_eq!(status.generation, Some(1), "{status:#?}");
+    assert_eq!(state_of(&status, first[0]), Some(ChildState::Ready), "{status:#?}");
+    assert_eq!(state_of(&status, second[0]), Some(ChildState::Starting), "{status:#?}");
 
     let held = t0.elapsed();
     std::fs::write(dir.join(format!("ok.{}", second[0])), "").unwrap();

@@ -50,7 +50,7 @@ fn five_hups_under_load_lose_no_request() {
     for pid in retired {
         assert!(!pid_alive(pid as i32), "retired pid {pid} is still alive");
     }
-    assert_eq!(svc.status()["generation"], 6);
+    assert_eq!(svc.status().generation, Some(6));
 }
 
 /// `hotswap reload --wait` prints each step of the reload with the right pids, exits 0 when the
@@ -130,11 +130,10 @@ fn reloads_during_a_slow_start_coalesce_into_one_more_generation() {
     // A further pending reload would have started as generation 3 took over; the status query
     // is answered after that moment.
     let status = svc.status();
-    assert_eq!(status["generation"], 3, "{status}");
-    let children = status["children"].as_array().expect("children[]");
+    assert_eq!(status.generation, Some(3), "{status:#?}");
     assert!(
-        children.iter().all(|c| c["generation"] == 3),
-        "only generation 3 should run: {status}"
+        status.children.iter().all(|c| c.generation == 3),
+        "only generation 3 should run: {status:#?}"
     );
     assert!(!svc.logged_after(0, "gen 4 started"), "a 4th generation started");
     assert_eq!(svc.get().pid().map(|p| vec![p]), Some(third.new_pids));

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use hotswap::protocol::control::{ChildState, Status};
 use nix::sys::signal::Signal;
 
 use crate::support::load::{LoadConfig, LoadHandle, Target, spawn_in_thread};
@@ -72,10 +73,8 @@ impl Service {
         hs.wait_for_stderr("gen 1 started (pids ", WAIT);
         let mut svc = Service { hs, ctl, addr: "127.0.0.1:1".parse().unwrap() };
         let status = svc.status();
-        let address = status["sockets"][0]["address"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no sockets[0].address in status {status}"));
-        svc.addr = address.parse().unwrap_or_else(|e| panic!("address {address:?}: {e}"));
+        let [socket] = &status.sockets[..] else { panic!("not one socket in {status:#?}") };
+        svc.addr = socket.address.parse().unwrap_or_else(|e| panic!("{socket:?}: {e}"));
         svc
     }
 
@@ -87,11 +86,8 @@ impl Service {
     }
 
     /// `hotswap status --json`, parsed.
-    pub fn status(&self) -> serde_json::Value {
-        let out = self.cli(&["status", "--json"]);
-        assert!(out.status.success(), "hotswap status --json failed: {}", describe(&out));
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {}", describe(&out)))
+    pub fn status(&self) -> Status {
+        parse_status(&self.cli(&["status", "--json"]))
     }
 
     /// The first stderr line at index >= `from` that contains any of `patterns`.
@@ -227,6 +223,18 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     };
     let value: f64 = number.parse().ok()?;
     Some(Duration::from_secs_f64(value * unit))
+}
+
+/// The output of `hotswap status --json`: exit code 0 and a [`Status`] on stdout.
+pub fn parse_status(out: &Output) -> Status {
+    assert_eq!(out.status.code(), Some(0), "hotswap status --json: {}", describe(out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json is not a Status ({e}): {}", describe(out)))
+}
+
+/// The state of child `pid` in `status`, if it is there.
+pub fn state_of(status: &Status, pid: u32) -> Option<ChildState> {
+    status.children.iter().find(|c| c.pid == pid).map(|c| c.state)
 }
 
 /// Exit status, stdout and stderr of a finished command, for assertion messages.
