@@ -54,6 +54,12 @@ impl Refusal {
                 "more than one line of error on stderr: {extra:?}\nwhole stderr:\n{stderr}"
             );
         }
+        self.assert_nothing_started(out);
+    }
+
+    /// Asserts that no child was started or left running, and no control socket left behind.
+    fn assert_nothing_started(&self, out: &Output) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains(" started "), "a generation was started:\n{stderr}");
         let left = pids_with_env("BAD_INPUT_MARKER", &self.marker);
         assert!(left.is_empty(), "processes left running after a refused start: {left:?}");
@@ -140,6 +146,19 @@ fn an_unknown_signal_is_named() {
     let r = Refusal::new();
     let out = r.run(&["--stop-signal", "NOPE", "-l", "127.0.0.1:0", "--", "sleep", "30"]);
     r.assert_refused(&out, &["--stop-signal", "NOPE"]);
+}
+
+/// clap's usage errors (an option hotswap does not have) exit 2 too, naming the option; clap
+/// adds a tip and the usage to its line.
+#[test]
+fn an_unknown_option_exits_2() {
+    let r = Refusal::new();
+    let out = r.run(&["--no-such-option", "-l", "127.0.0.1:0", "--", "sleep", "30"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit status {}; stderr:\n{stderr}", out.status);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.contains("'--no-such-option'"), "first stderr line {first:?}");
+    r.assert_nothing_started(&out);
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hotswap::protocol::control::{ChildState, ChildStatus, LastReloadResult, SocketStatus};
+use hotswap::protocol::control::{
+    ChildState, ChildStatus, LastReloadResult, ReloadResult, Reply, SocketStatus,
+};
 
 use crate::support::service::*;
 use crate::support::{Hotswap, Launch, hotswap_bin, path_str, pid_alive, run_hotswap};
@@ -227,21 +229,127 @@ fn status_table_shows_the_children() {
     assert_eq!(state_of(&status, second), Some(ChildState::Ready), "{status:#?}");
 }
 
-/// `reload` for a service that does not run exits 2, by path and by name.
+/// `reload` and `status` for a service that does not run exit 2, by path, by name and with
+/// nothing running at all; so do their usage errors.
 #[test]
-fn reload_of_no_such_service_exits_2() {
+fn reload_and_status_of_no_such_service_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let missing = path_str(&dir.path().join("nope.sock"));
-    for args in
-        [&["reload", "--control", &missing][..], &["reload", "--wait", "--control", &missing]]
-    {
-        let out = run_hotswap(args, &[]);
+    let xdg = path_str(dir.path());
+    let refused: [&[&str]; 13] = [
+        &["reload", "--control", &missing],
+        &["reload", "--wait", "--control", &missing],
+        &["reload", "nosuchservice"],
+        &["reload"],
+        &["status", "--control", &missing],
+        &["status", "--json", "--control", &missing],
+        &["status", "nosuchservice"],
+        &["status"],
+        // Usage errors.
+        &["reload", "--no-such-option"],
+        &["reload", "--wait", "--timeout", "soon", "--control", &missing],
+        &["reload", "one", "two"],
+        &["status", "--no-such-option"],
+        &["status", "--timeout", "1s"],
+    ];
+    for args in refused {
+        let out = run_hotswap(args, &[("XDG_RUNTIME_DIR", &xdg)]);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
+        assert!(out.stdout.is_empty(), "{args:?} printed something: {}", describe(&out));
     }
-    let xdg = path_str(dir.path());
-    let out = run_hotswap(&["reload", "nosuchservice"], &[("XDG_RUNTIME_DIR", &xdg)]);
-    assert_eq!(out.status.code(), Some(2), "by name: {}", describe(&out));
+}
+
+/// Without `--control`, `status` and `reload` find a service by its name, or the only one
+/// running; with several running and no name they refuse (exit 2) and name them.
+#[test]
+fn the_service_is_found_by_name_or_as_the_only_one() {
+    let shared = tempfile::tempdir().unwrap();
+    let xdg = path_str(shared.path());
+    let env = [("XDG_RUNTIME_DIR", xdg.as_str())];
+    // No --control: each takes $XDG_RUNTIME_DIR/hotswap/NAME.sock.
+    let start = |name: &str| {
+        let hs =
+            Hotswap::start(&["--name", name, "--ready", "delay:10ms", "--", "sleep", "60"], &env);
+        hs.wait_for_stderr("gen 1 ready after ", WAIT);
+        hs
+    };
+    let status = |args: &[&str]| run_hotswap(args, &env);
+
+    let alpha = start("alpha");
+    let only = parse_status(&status(&["status", "--json"]));
+    assert_eq!((only.name.as_str(), only.pid), ("alpha", alpha.pid() as u32), "the only one");
+    let out = run_hotswap(&["reload", "--wait"], &env);
+    assert_eq!(out.status.code(), Some(0), "reload of the only one: {}", describe(&out));
+
+    let beta = start("beta");
+    let out = status(&["status"]);
+    assert_eq!(out.status.code(), Some(2), "two running, no name: {}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("alpha") && stderr.contains("beta"), "{}", describe(&out));
+    let out = run_hotswap(&["reload"], &env);
+    assert_eq!(out.status.code(), Some(2), "reload, two running, no name: {}", describe(&out));
+    for (name, hs) in [("alpha", &alpha), ("beta", &beta)] {
+        let by_name = parse_status(&status(&["status", name, "--json"]));
+        assert_eq!((by_name.name.as_str(), by_name.pid), (name, hs.pid() as u32));
+    }
+    assert_eq!(parse_status(&status(&["status", "alpha", "--json"])).generation, Some(2));
+}
+
+/// A `reload --wait` that hotswap's stop cuts short exits 1: the reload will not happen.
+#[test]
+fn reload_wait_cancelled_by_a_stop_exits_1() {
+    let command = server_by_generation(&[(2, "--boot-delay 3s")], "");
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let mut svc = Service::start(&[], &command, &[]);
+    let from = svc.hs.stderr().line_count();
+    let out = std::thread::scope(|s| {
+        let client = s.spawn(|| svc.cli(&["reload", "--wait"]));
+        // Its waiter is attached to generation 2 once that starts; it is still booting.
+        svc.hs.wait_for_stderr_after(from, "gen 2 started (pids ", WAIT);
+        svc.hs.signal(Signal::SIGTERM);
+        client.join().expect("the client thread")
+    });
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("reload cancelled"), "{}", describe(&out));
+    assert!(!svc.logged_after(from, "gen 2 ready"), "gen 2 became ready: nothing was cut short");
+    assert_eq!(svc.hs.wait_exit(WAIT).code(), Some(0), "hotswap's own exit after TERM");
+}
+
+/// The control socket's wire protocol (DESIGN.md §6), spoken directly: `reload` with `wait`
+/// streams each step then the result, `reload` alone is accepted, `status` answers a status.
+#[test]
+fn the_control_protocol_streams_steps_then_the_result() {
+    let svc = Service::start(&[], &[&server()], &[]);
+    let replies = control_exchange(&svc.ctl, r#"{"cmd":"reload","wait":true}"#);
+    let (last, steps) = replies.split_last().expect("replies");
+    assert_eq!(
+        *last,
+        Reply::Done { result: ReloadResult::TookOver, generation: Some(2), reason: None },
+        "{replies:?}"
+    );
+    let steps: Vec<&str> = steps
+        .iter()
+        .map(|r| match r {
+            Reply::Step { step } => step.as_str(),
+            other => panic!("not a step before the result: {other:?} in {replies:?}"),
+        })
+        .collect();
+    let expected =
+        ["gen 2 started (pids ", "gen 2 ready after ", "gen 1 retiring (pids ", "gen 1 gone"];
+    assert_eq!(steps.len(), expected.len(), "{steps:?}");
+    for (step, start) in steps.iter().zip(expected) {
+        assert!(step.starts_with(start), "{step:?} should start with {start:?}: {steps:?}");
+    }
+
+    let replies = control_exchange(&svc.ctl, r#"{"cmd":"reload"}"#);
+    assert_eq!(replies, [Reply::Accepted { accepted: true }]);
+    svc.hs.wait_for_stderr("gen 3 ready after ", WAIT);
+
+    let replies = control_exchange(&svc.ctl, r#"{"cmd":"status"}"#);
+    let [Reply::Status(status)] = &replies[..] else { panic!("{replies:?}") };
+    assert_eq!((status.pid, status.generation), (svc.hs.pid() as u32, Some(3)), "{status:#?}");
 }
 
 /// `reload --wait --timeout 1s` gives up after 1s (exit 3) on a generation that needs 3s; the

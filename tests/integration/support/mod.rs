@@ -182,8 +182,9 @@ impl Launch {
         Hotswap { child, exited: None, stderr, token, dir }
     }
 
-    /// Runs it to its end and returns its output; SIGKILLs it and panics after 20s. Whatever it
-    /// started and left running is SIGKILLed too.
+    /// Runs it to its end and returns its output; SIGKILLs it and panics after 20s. Panics too
+    /// if it left anything running (nothing hotswap starts may outlive it, DESIGN.md §2), once
+    /// that is SIGKILLed.
     pub fn run(self) -> Output {
         let (mut cmd, _dir, token) = self.command();
         let shown = self.shown();
@@ -202,12 +203,14 @@ impl Launch {
             kill_marked(&token, BTreeSet::new());
             panic!("`{shown}` still running after {RUN_TIMEOUT:?}; killed");
         };
+        let left = pids_with_env(GUARD_VAR, &token);
         kill_marked(&token, BTreeSet::new());
         let output =
             Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
         for line in strip_ansi(&String::from_utf8_lossy(&output.stderr)).lines() {
             eprintln!("[{shown}] {line}");
         }
+        assert!(left.is_empty(), "`{shown}` exited ({status}) and left pids {left:?} running");
         output
     }
 }

@@ -2,11 +2,13 @@
 //! reloads (reload, readiness, rollback, drain, notify, control, forward_signals): reloads driven
 //! by HUP or `hotswap reload`, and the log lines that mark each step of a reload.
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use hotswap::protocol::control::{ChildState, Status};
+use hotswap::protocol::control::{ChildState, Reply, Status};
 use nix::sys::signal::Signal;
 
 use crate::support::load::{LoadConfig, LoadHandle, Target, spawn_in_thread};
@@ -230,6 +232,25 @@ pub fn parse_status(out: &Output) -> Status {
     assert_eq!(out.status.code(), Some(0), "hotswap status --json: {}", describe(out));
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("status --json is not a Status ({e}): {}", describe(out)))
+}
+
+/// Sends `request` (one JSON line) on the control socket `ctl` and reads the replies up to the
+/// last one: a result, an acceptance, a status or an error.
+pub fn control_exchange(ctl: &str, request: &str) -> Vec<Reply> {
+    let mut socket = UnixStream::connect(ctl).unwrap_or_else(|e| panic!("connect to {ctl}: {e}"));
+    socket.set_read_timeout(Some(WAIT)).expect("set_read_timeout");
+    writeln!(socket, "{request}").expect("send the request");
+    let mut replies = Vec::new();
+    for line in BufReader::new(socket).lines() {
+        let line = line.unwrap_or_else(|e| panic!("read a reply from {ctl}: {e}"));
+        let reply = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        let last = !matches!(reply, Reply::Step { .. });
+        replies.push(reply);
+        if last {
+            return replies;
+        }
+    }
+    panic!("{ctl} closed after {replies:?}, before a final reply")
 }
 
 /// The state of child `pid` in `status`, if it is there.
