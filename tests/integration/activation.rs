@@ -8,16 +8,13 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    GUARD_VAR, Hotswap, Launch, environ, example_bin, free_port, hotswap_bin, http_get, path_str,
-    proc_stat, started_pid, wait_until,
+    GUARD_VAR, Hotswap, Launch, WAIT, environ, example_bin, free_port, hotswap_bin, http_get,
+    path_str, proc_stat, started_pid, wait_until,
 };
-
-const STARTUP: Duration = Duration::from_secs(15);
 
 /// The Python stdlib child that reports its activation environment over HTTP on fd 3.
 fn check_env_py() -> String {
@@ -36,7 +33,7 @@ fn open_fds(pid: u32) -> BTreeSet<i32> {
 
 /// Waits until `pid` has exec'ed `program` (before that, /proc shows hotswap's fds and env).
 fn wait_exec(pid: u32, program: &str) {
-    wait_until(&format!("pid {pid} to exec {program}"), STARTUP, || {
+    wait_until(&format!("pid {pid} to exec {program}"), WAIT, || {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let argv0 = cmdline.split(|&b| b == 0).next()?;
         Path::new(std::str::from_utf8(argv0).ok()?).file_name()?.eq(program).then_some(())
@@ -94,7 +91,7 @@ fn a_child_gets_its_sockets_and_named_fds_only_and_a_clean_environment() {
         ("NOTIFY_SOCKET", "/nonexistent"),
     ];
     let hs = Launch::via("bash", args).env(&hotswap_env).start();
-    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
+    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
     wait_exec(child, "sleep");
     let dir = path_str(hs.dir());
 
@@ -186,8 +183,8 @@ fn python_child(listens: &[&str]) -> (Hotswap, u32) {
     }
     args.extend(["--", "python3", script.as_str()]);
     let hs = Hotswap::start(&args, &[]);
-    let pid = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
-    hs.wait_for_stderr("gen 1 ready", STARTUP);
+    let pid = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
+    hs.wait_for_stderr("gen 1 ready", WAIT);
     (hs, pid)
 }
 
@@ -240,7 +237,7 @@ fn socket_activated(port: u16, fdname: Option<&str>, hotswap_args: &[&str]) -> H
     args.extend(["--control", "{dir}/ctl.sock"].map(String::from));
     args.extend(hotswap_args.iter().map(|s| s.to_string()));
     let hs = Launch::via("/usr/bin/systemd-socket-activate", args).start();
-    hs.wait_for_stderr(&format!("Listening on 127.0.0.1:{port}"), STARTUP);
+    hs.wait_for_stderr(&format!("Listening on 127.0.0.1:{port}"), WAIT);
     hs
 }
 
@@ -251,10 +248,10 @@ fn under_systemd_socket_activation_no_listen_is_needed() {
     let hs = socket_activated(port, Some("web"), &["--", &server]);
     // The first connection makes systemd-socket-activate exec hotswap; it waits in the backlog.
     let response = http_get(([127, 0, 0, 1], port).into(), "/").expect("GET through the chain");
-    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
+    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.pid(), Some(child), "answered by hotswap's child: {response:?}");
-    hs.wait_for_stderr(&format!("fd 3: 127.0.0.1:{port} (web)"), STARTUP);
+    hs.wait_for_stderr(&format!("fd 3: 127.0.0.1:{port} (web)"), WAIT);
     let env = environ(child);
     assert_eq!(env.get("LISTEN_FDNAMES").map(String::as_str), Some("web"), "child's names");
     assert_eq!(env.get("LISTEN_FDS").map(String::as_str), Some("1"), "child's LISTEN_FDS");
@@ -271,7 +268,7 @@ fn under_systemd_socket_activation_a_python_child_sees_the_fdname() {
     let script = check_env_py();
     let hs = socket_activated(port, Some("web"), &["--", "python3", &script]);
     let response = http_get(([127, 0, 0, 1], port).into(), "/").expect("GET through the chain");
-    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
+    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
     assert_eq!(response.status, 200, "{response:?}");
     let fields = body_fields(&response.body);
     assert_eq!(fields.get("pid"), Some(&child.to_string()), "{fields:?}");
@@ -286,7 +283,7 @@ fn under_systemd_socket_activation_an_unnamed_socket_is_unknown() {
     let hs = socket_activated(port, None, &["--", "sleep", "60"]);
     // Connect to trigger the exec; nobody answers (sleep), so do not wait for a response.
     let _trigger = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
+    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
     wait_exec(child, "sleep");
     let env = environ(child);
     assert_eq!(env.get("LISTEN_FDNAMES").map(String::as_str), Some("unknown"), "child's names");
@@ -302,7 +299,7 @@ fn inherited_sockets_come_first_then_listen_ones() {
         &["-l", "admin=unix:{dir}/admin.sock", "--", "sleep", "60"],
     );
     let _trigger = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
+    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
     wait_exec(child, "sleep");
     let env = environ(child);
     let var = |k: &str| env.get(k).map(String::as_str);
@@ -315,8 +312,8 @@ fn inherited_sockets_come_first_then_listen_ones() {
     let inherited = std::fs::read_link(format!("/proc/{}/fd/3", hs.pid())).unwrap();
     let childs = std::fs::read_link(format!("/proc/{child}/fd/3")).unwrap();
     assert_eq!(inherited, childs, "hotswap's inherited fd 3 and the child's fd 3");
-    hs.wait_for_stderr(&format!("fd 3: 127.0.0.1:{port} (web)"), STARTUP);
-    hs.wait_for_stderr(&format!("fd 4: {dir}/admin.sock (admin)"), STARTUP);
+    hs.wait_for_stderr(&format!("fd 3: 127.0.0.1:{port} (web)"), WAIT);
+    hs.wait_for_stderr(&format!("fd 4: {dir}/admin.sock (admin)"), WAIT);
 }
 
 #[test]
@@ -336,18 +333,18 @@ fn a_hotswap_started_with_signals_blocked_still_hears_them_and_its_children_star
         .map(String::from)
         .collect();
     let mut hs = Launch::via("python3", args).start();
-    hs.wait_for_stderr("gen 1 ready", Duration::from_secs(15));
+    hs.wait_for_stderr("gen 1 ready", WAIT);
     let addr: std::net::SocketAddr = listen.parse().unwrap();
     let first = http_get(addr, "/").expect("gen 1 answers").pid().expect("X-Pid");
     assert_eq!(sig_set(first, "SigBlk"), 0, "the child starts with no signal blocked");
 
     hs.signal(Signal::SIGHUP);
-    hs.wait_for_stderr("gen 1 gone", Duration::from_secs(15));
+    hs.wait_for_stderr("gen 1 gone", WAIT);
     let second = http_get(addr, "/").expect("gen 2 answers").pid().expect("X-Pid");
     assert_ne!(first, second, "HUP reached hotswap: a new generation answers");
     assert_eq!(sig_set(second, "SigBlk"), 0);
 
     hs.signal(Signal::SIGTERM);
-    let status = hs.wait_exit(STARTUP);
+    let status = hs.wait_exit(WAIT);
     assert_eq!(status.code(), Some(0));
 }

@@ -7,11 +7,12 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use crate::support::{
-    Response, example_bin, free_port, http_get, http_get_unix, path_str, port_is_closed,
+    Response, WAIT, example_bin, free_port, http_get, http_get_unix, path_str, port_is_closed,
     run_hotswap, serve_example,
 };
-use nix::sys::signal::Signal;
 
 /// The example server with pid `pid`, generation 1, instance 0 answered.
 fn assert_served_by(response: &Response, pid: u32, via: &str) {
@@ -109,7 +110,7 @@ fn a_unix_path_serves_and_is_removed_at_exit() {
     let path = hs.dir().join("app.sock");
     assert_served_by(&http_get_unix(&path, "/").expect("GET over the unix socket"), pid, "unix");
     hs.signal(Signal::SIGTERM);
-    let status = hs.wait_exit(Duration::from_secs(15));
+    let status = hs.wait_exit(WAIT);
     assert_eq!(status.code(), Some(0), "hotswap's exit after SIGTERM");
     assert!(!path.exists(), "{} is left behind after hotswap exited", path.display());
 }

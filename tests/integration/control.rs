@@ -10,11 +10,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hotswap::protocol::control::{
     ChildState, ChildStatus, LastReloadResult, ReloadResult, Reply, SocketStatus,
 };
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::support::service::*;
 use crate::support::{Hotswap, Launch, hotswap_bin, path_str, pid_alive, run_hotswap};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 /// Runs `setpriv --reuid=65534 --regid=65534 --clear-groups hotswap ARGS` to its end.
 fn run_as_nobody(args: &[&str]) -> Output {
@@ -352,8 +352,8 @@ fn the_control_protocol_streams_steps_then_the_result() {
     assert_eq!((status.pid, status.generation), (svc.hs.pid() as u32, Some(3)), "{status:#?}");
 }
 
-/// `reload --wait --timeout 1s` gives up after 1s (exit 3) on a generation that needs 3s; the
-/// reload goes on and completes.
+/// `reload --wait --timeout 1s` gives up after 1s (exit 3) on a generation that needs 3s, before
+/// that generation is ready; the reload goes on and completes.
 #[test]
 fn reload_wait_timeout_exits_3_and_the_reload_goes_on() {
     let command = server_by_generation(&[(2, "--boot-delay 3s")], "");
@@ -364,10 +364,8 @@ fn reload_wait_timeout_exits_3_and_the_reload_goes_on() {
     let out = svc.cli(&["reload", "--wait", "--timeout", "1s"]);
     let took = began.elapsed();
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
-    assert!(
-        took >= Duration::from_millis(950) && took < Duration::from_millis(2500),
-        "returned after {took:?}"
-    );
+    assert!(took >= Duration::from_millis(950), "returned after {took:?}, before its 1s timeout");
+    // The client returned before the generation it waited for was ready.
     assert!(!svc.logged_after(from, "gen 2 ready"), "gen 2 was ready before the timeout");
     let switch = svc.wait_switch(from, 2, 1);
     assert!(switch.ready_after >= Duration::from_millis(2900), "{switch:?}");

@@ -1,8 +1,9 @@
 //! USR1 and WINCH sent to hotswap are forwarded to the serving generation (issue #3,
 //! DESIGN.md §2) — not to a generation that is still starting — and follow a reload.
 
-use crate::support::service::*;
 use nix::sys::signal::Signal;
+
+use crate::support::service::*;
 
 /// A shell child that logs every USR1 and WINCH it gets; it is ready when the test creates
 /// `{dir}/ok.<its pid>` (after it has set its traps).

@@ -7,15 +7,14 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::support::{
-    Launch, example_bin, free_port, http_get, path_str, pid_alive, port_is_closed, proc_stat,
-    run_hotswap, serve_example, wait_until, zombies_of,
-};
 use hotswap::protocol::control::Status;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-const STARTUP: Duration = Duration::from_secs(15);
+use crate::support::{
+    Launch, WAIT, example_bin, free_port, http_get, path_str, pid_alive, port_is_closed, proc_stat,
+    run_hotswap, serve_example, wait_until, zombies_of,
+};
 
 fn local(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
@@ -60,7 +59,7 @@ fn socket_inodes(pid: u32) -> BTreeSet<String> {
 fn send_accepted_request(pid: u32, port: u16, path: &str) -> TcpStream {
     let before = socket_inodes(pid);
     let stream = send_request(local(port), path);
-    wait_until(&format!("pid {pid} to accept the connection"), STARTUP, || {
+    wait_until(&format!("pid {pid} to accept the connection"), WAIT, || {
         socket_inodes(pid).difference(&before).next().map(drop)
     });
     stream
@@ -90,7 +89,7 @@ fn graceful_stop(sig: Signal) {
     let stop_sent = Instant::now();
     hs.signal(sig);
     assert_eq!(read_status(in_flight), Ok(200), "the request in flight when {sig} came");
-    let status = hs.wait_exit(Duration::from_secs(15));
+    let status = hs.wait_exit(WAIT);
     assert!(stop_sent.elapsed() >= Duration::from_millis(1000), "hotswap did not wait for it");
     assert_eq!(status.code(), Some(0), "hotswap's exit after {sig}: {status}");
     assert!(!pid_alive(child as i32), "the child {child} outlived hotswap");
@@ -102,16 +101,14 @@ fn graceful_stop(sig: Signal) {
 fn sigquit_kills_at_once() {
     let port = free_port();
     let (mut hs, child) = serve_example(&["--listen", &format!("127.0.0.1:{port}")], &[]);
+    // The child's own timer would answer after 8s; a graceful stop would wait for it.
     let in_flight = send_accepted_request(child, port, "/?delay=8000");
-    let quit_sent = Instant::now();
     hs.signal(Signal::SIGQUIT);
-    let status = hs.wait_exit(Duration::from_secs(5));
+    let status = hs.wait_exit(WAIT);
     let result = read_status(in_flight);
-    assert!(result.is_err(), "the request in flight was answered ({result:?}) despite SIGQUIT");
     assert!(
-        quit_sent.elapsed() < Duration::from_secs(5),
-        "SIGQUIT took {:?}: it waited for the request",
-        quit_sent.elapsed()
+        result.is_err(),
+        "the request in flight was answered ({result:?}): SIGQUIT waited for the child's timer"
     );
     assert_eq!(status.code(), Some(0), "hotswap's exit after SIGQUIT: {status}");
     assert!(!pid_alive(child as i32), "the child {child} is still running after SIGQUIT");
@@ -147,7 +144,7 @@ fn restart_never_exits_with_128_plus_the_signal_that_killed_the_child() {
     for sig in [Signal::SIGKILL, Signal::SIGUSR2] {
         let (mut hs, child) = serve_example(&["--restart", "never", "-l", "127.0.0.1:0"], &[]);
         kill(Pid::from_raw(child as i32), sig).expect("kill the child");
-        let status = hs.wait_exit(Duration::from_secs(10));
+        let status = hs.wait_exit(WAIT);
         assert_eq!(status.code(), Some(128 + sig as i32), "hotswap's exit after {sig}: {status}");
     }
 }
@@ -162,7 +159,7 @@ fn a_crashed_child_is_restarted_and_the_port_never_refuses() {
     assert_eq!(before.pid(), Some(first), "{before:?}");
 
     kill(Pid::from_raw(first as i32), Signal::SIGKILL).expect("kill the child");
-    let exited = hs.wait_for_stderr(&format!("(pid {first})"), Duration::from_secs(10));
+    let exited = hs.wait_for_stderr(&format!("(pid {first})"), WAIT);
     assert!(exited.contains("warning"), "the crash is not a warning: {exited:?}");
     let after_crash = hs.stderr().line_count();
     // Now no child accepts; the listening socket, held by hotswap, must still take connections.
@@ -172,7 +169,7 @@ fn a_crashed_child_is_restarted_and_the_port_never_refuses() {
         .any(|l| l.contains("server[") && l.contains("ready"));
     assert!(!served_at_connect, "the replacement was already ready: the window was not tested");
 
-    hs.wait_for_stderr("instance 0 restarting in", Duration::from_secs(10));
+    hs.wait_for_stderr("instance 0 restarting in", WAIT);
     let status = read_status(during);
     assert_eq!(status, Ok(200), "the connection made while no child was ready");
     let after = http_get(local(port), "/").expect("GET after the restart");
@@ -185,7 +182,7 @@ fn a_crashed_child_is_restarted_and_the_port_never_refuses() {
 #[test]
 fn an_orphaned_grandchild_is_reaped() {
     let (hs, _child) = serve_example(&["-l", "127.0.0.1:0"], &["--spawn-orphan"]);
-    let line = hs.wait_for_stderr("orphan pid ", STARTUP);
+    let line = hs.wait_for_stderr("orphan pid ", WAIT);
     let orphan: i32 = line[line.find("orphan pid ").unwrap() + 11..]
         .trim()
         .parse()
@@ -195,7 +192,7 @@ fn an_orphaned_grandchild_is_reaped() {
         assert_eq!(stat.ppid, hs.pid(), "orphan {orphan} was re-parented elsewhere: {stat:?}");
     }
     // Once it exits, only hotswap can reap it; a zombie would keep /proc/<pid> (state Z).
-    wait_until(&format!("orphan {orphan} to be reaped"), Duration::from_secs(10), || {
+    wait_until(&format!("orphan {orphan} to be reaped"), WAIT, || {
         proc_stat(orphan).is_none().then_some(())
     });
     assert!(zombies_of(hs.pid()).is_empty(), "zombies under hotswap: {:?}", zombies_of(hs.pid()));
@@ -215,14 +212,14 @@ fn a_closed_stderr_does_not_stop_hotswap_or_orphan_its_children() {
         let [child] = &status.children[..] else { return None };
         (status.generation == Some(generation)).then_some(child.pid as i32)
     };
-    let first = wait_until("gen 1 serving", STARTUP, || serving(1));
+    let first = wait_until("gen 1 serving", WAIT, || serving(1));
 
     let reload = run_hotswap(&["reload", "--control", &control, "--wait"], &[]);
     assert_eq!(reload.status.code(), Some(0), "reload with stderr closed: {reload:?}");
-    let second = wait_until("gen 2 serving alone", STARTUP, || serving(2));
+    let second = wait_until("gen 2 serving alone", WAIT, || serving(2));
     assert!(!pid_alive(first), "gen 1's child {first} drained and gone");
     hs.signal(Signal::SIGTERM);
-    let exit = hs.wait_exit(STARTUP);
+    let exit = hs.wait_exit(WAIT);
     assert_eq!(exit.code(), Some(0), "a clean stop, not a panic (101)");
     assert!(!pid_alive(second), "gen 2's child {second} outlived hotswap");
 }

@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use crate::support::load::{self, LoadConfig, LoadReport, Target};
-use crate::support::{free_port, http_get, http_get_unix, port_is_closed, wait_until};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::support::load::{self, LoadConfig, LoadReport, Target};
+use crate::support::{
+    GENEROUS, HTTP_TIMEOUT, WAIT, free_port, http_get, http_get_unix, port_is_closed, wait_until,
+};
 
 /// What the test server does with a request.
 #[derive(Clone, Copy, Debug)]
@@ -224,10 +227,8 @@ fn every_request_ok_with_both_worker_kinds_over_tcp() {
     let keepalive = Counts::get(&c.keepalive_requests);
     assert!(keepalive > 0 && keepalive < report.ok, "{keepalive} keep-alive requests; {s}");
     assert!(Counts::get(&c.connections) < report.ok, "connections were reused; {s}");
-    assert!(
-        report.elapsed >= duration && report.elapsed < duration + Duration::from_secs(2),
-        "{s}"
-    );
+    // It stops at `duration` (no event marks that moment: a GENEROUS bound).
+    assert!(report.elapsed >= duration && report.elapsed < duration * GENEROUS, "{s}");
     // `started_at` is the zero of the run's own times (the bench's reload windows use it).
     let started = report.started_at.expect("started_at");
     assert!(before <= started && started + report.elapsed <= after, "{s}");
@@ -269,18 +270,15 @@ fn unix_target_request_cap_and_stop_from_another_thread() {
     assert_eq!((capped.ok, capped.failed()), (300, 0), "{}", capped.summary());
     assert_eq!(capped.generations(), [5], "{}", capped.summary());
 
-    let handle = load::spawn_in_thread(LoadConfig {
-        duration: Duration::from_secs(30),
-        ..LoadConfig::new(server.target.clone())
-    });
-    wait_until("100 ok requests", Duration::from_secs(10), || {
-        (handle.ok_so_far() >= 100).then_some(())
-    });
+    let duration = Duration::from_secs(30);
+    let handle =
+        load::spawn_in_thread(LoadConfig { duration, ..LoadConfig::new(server.target.clone()) });
+    wait_until("100 ok requests", WAIT, || (handle.ok_so_far() >= 100).then_some(()));
     let report = handle.stop_and_finish();
     let s = report.summary();
     assert_eq!(report.failed(), 0, "{s}");
     assert!(report.ok >= 100, "{s}");
-    assert!(report.elapsed < Duration::from_secs(10), "stop was ignored: {s}");
+    assert!(report.elapsed < duration, "stopped by its own 30s deadline, not by stop: {s}");
     assert_consistent(&report);
 }
 
@@ -401,8 +399,9 @@ fn http_get_returns_once_the_body_is_complete_even_if_the_server_lingers() {
         // Keep the connection open until the client closes it.
         while s.read(&mut buf).is_ok_and(|n| n > 0) {}
     });
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let r = http_get(addr, "/").unwrap();
     assert_eq!((r.status, r.body.as_str(), r.generation()), (503, "busy", None));
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // Had it waited for the server to close, its own read timeout would have ended it (an error).
+    assert!(started.elapsed() < HTTP_TIMEOUT, "returned after its read timeout");
 }

@@ -3,13 +3,12 @@
 //! BARRIER fd it sends).
 
 use std::os::unix::net::UnixDatagram;
-use std::time::{Duration, Instant};
+
+use hotswap::protocol::control::ChildState;
+use nix::sys::signal::Signal;
 
 use crate::support::environ;
-use hotswap::protocol::control::ChildState;
-
 use crate::support::service::*;
-use nix::sys::signal::Signal;
 
 /// `READY=1` from this test process — alive, root like the child, but not in the child's
 /// process tree — is dropped: the starting generation does not take over.
@@ -43,35 +42,24 @@ fn ready_from_outside_the_childs_tree_is_dropped() {
 }
 
 /// `systemd-notify --ready`, run by the child's own shell, makes each generation ready, and
-/// returns successfully at once: systemd 252's systemd-notify then waits for the receiver to
-/// close the BARRIER=1 pipe it sends, and gives up with an error after 5s otherwise.
+/// returns successfully: systemd 252's systemd-notify then waits for the receiver to close the
+/// BARRIER=1 pipe it sends, and gives up with an error after 5s otherwise. Its success is the
+/// proof that hotswap closed the pipe before that timer of systemd-notify's own fired.
 #[test]
 fn systemd_notify_from_the_child_works_and_returns_at_once() {
     let script = "if systemd-notify --ready; then echo \"notified gen $HOTSWAP_GENERATION\" >&2; \
                   else echo \"systemd-notify failed: $?\" >&2; fi; \
                   exec \"$0\" --ready none";
-    let began = Instant::now();
     let svc = Service::spawn(&["--ready", "notify"], &["sh", "-c", script, &server()], &[]);
     let notified = svc.wait_any(0, &["notified gen 1", "systemd-notify failed"]);
-    assert!(notified.contains("notified gen 1"), "{notified}");
-    assert!(
-        began.elapsed() < Duration::from_secs(3),
-        "systemd-notify took {:?}: was its BARRIER fd closed?",
-        began.elapsed()
-    );
+    assert!(notified.contains("notified gen 1"), "was its BARRIER fd closed? {notified}");
     svc.hs.wait_for_stderr("gen 1 ready after ", WAIT);
     assert_eq!(svc.generation(), 1);
 
     let from = svc.hs.stderr().line_count();
-    let reload = Instant::now();
     svc.hs.signal(Signal::SIGHUP);
     let notified = svc.wait_any(from, &["notified gen 2", "systemd-notify failed"]);
-    assert!(notified.contains("notified gen 2"), "{notified}");
-    assert!(
-        reload.elapsed() < Duration::from_secs(3),
-        "systemd-notify took {:?}",
-        reload.elapsed()
-    );
+    assert!(notified.contains("notified gen 2"), "was its BARRIER fd closed? {notified}");
     let switch = svc.wait_switch(from, 2, 1);
     assert!(!svc.logged_after(0, "systemd-notify failed"));
     assert!(!svc.logged_after(0, "dropped a notify datagram"));

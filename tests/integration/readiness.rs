@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::pid_alive;
 use hotswap::protocol::control::ChildState;
-
-use crate::support::service::*;
 use nix::sys::signal::Signal;
+
+use crate::support::pid_alive;
+use crate::support::service::*;
 
 /// How long the new generation of most tests below takes to become ready.
 const BOOT: Duration = Duration::from_secs(1);

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::load::{LoadConfig, Target, spawn_in_thread};
-use crate::support::pid_alive;
-use crate::support::service::*;
 use nix::sys::signal::Signal;
+
+use crate::support::load::{LoadConfig, Target, spawn_in_thread};
+use crate::support::service::*;
+use crate::support::{GENEROUS, pid_alive};
 
 /// Five HUPs, one after the other, while new-connection and keep-alive clients hammer the
 /// socket (half of them on a slow path, so requests are in flight when a generation retires):
@@ -46,7 +47,9 @@ fn five_hups_under_load_lose_no_request() {
     for report in [&fast, &slow] {
         assert_eq!(report.generation_order, [1, 2, 3, 4, 5, 6], "{}", report.summary());
     }
-    assert!(began.elapsed() < Duration::from_secs(20), "5 reloads took {:?}", began.elapsed());
+    // Each reload takes well under a second on a quiet machine.
+    let bound = Duration::from_secs(4) * GENEROUS;
+    assert!(began.elapsed() < bound, "5 reloads took {:?}", began.elapsed());
     for pid in retired {
         assert!(!pid_alive(pid as i32), "retired pid {pid} is still alive");
     }

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::pid_alive;
 use hotswap::protocol::control::LastReloadResult;
 
+use crate::support::pid_alive;
 use crate::support::service::*;
 
 /// Runs a failing reload to generation 2 under load; returns the reason `reload --wait` gave.

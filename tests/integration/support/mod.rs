@@ -19,11 +19,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// The bound of every wait in the tests (for a log line, an exit, a state): long enough never to
+/// be reached when the code works, even on a loaded machine; it only turns a hang into a failure.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Where a test bounds how long something takes and no event marks the moment to compare with,
+/// the bound is this many times what it takes on a quiet machine: a loaded 2-core CI runner is
+/// slower, and a bound that fails there says nothing about the code. Where an event exists (a log
+/// line, an exit, a timer of the child's or the client's own), tests assert the order of events
+/// instead.
+pub const GENEROUS: u32 = 5;
+
 /// Timeout of every socket operation in `http_get` / `http_get_unix`.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long [`Launch::run`] lets a short-lived invocation run before killing it.
-const RUN_TIMEOUT: Duration = Duration::from_secs(20);
+const RUN_TIMEOUT: Duration = WAIT;
 
 /// The environment variable that marks every process a [`Launch`] started (see
 /// [`Hotswap`]'s `Drop`). Not `HOTSWAP_*`, which hotswap might keep from its children. A wrapper
@@ -730,14 +741,13 @@ pub fn pids_in(line: &str) -> Vec<u32> {
 /// hotswap (`--control {dir}/ctl.sock` and `options`) in front of the example server with
 /// `server_args`; waits until generation 1 is ready and returns it with the server's pid.
 pub fn serve_example(options: &[&str], server_args: &[&str]) -> (Hotswap, u32) {
-    const STARTUP: Duration = Duration::from_secs(15);
     let server = path_str(&example_bin("server"));
     let mut args = vec!["--control", "{dir}/ctl.sock"];
     args.extend_from_slice(options);
     args.extend(["--", server.as_str()]);
     args.extend_from_slice(server_args);
     let hs = Hotswap::start(&args, &[]);
-    let started = hs.wait_for_stderr("gen 1 started (pids ", STARTUP);
-    hs.wait_for_stderr("gen 1 ready", STARTUP);
+    let started = hs.wait_for_stderr("gen 1 started (pids ", WAIT);
+    hs.wait_for_stderr("gen 1 ready", WAIT);
     (hs, started_pid(&started))
 }

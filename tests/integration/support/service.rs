@@ -13,10 +13,7 @@ use nix::sys::signal::Signal;
 
 use crate::support::load::{LoadConfig, LoadHandle, Target, spawn_in_thread};
 use crate::support::{Hotswap, Response, example_bin, http_get, path_str};
-pub use crate::support::{pids_in, wait_until};
-
-/// The bound of every wait in these tests.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub use crate::support::{WAIT, pids_in, wait_until};
 
 /// The example server's path.
 pub fn server() -> String {
