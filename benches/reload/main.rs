@@ -5,7 +5,7 @@
 //! cargo bench --bench reload -- --duration 10s --reloads 20 --clients 32
 //! ```
 //!
-//! One after the other, on the same machine, with the same load client (tests/support/load.rs)
+//! One after the other, on the same machine, with the same load client (tests/integration/support/load.rs)
 //! and the same example server (examples/server.rs, built here in the bench's profile):
 //!
 //! - **direct**: the server alone on the port (the ceiling; no reload);
@@ -27,8 +27,12 @@
 //! Modules: `cli` (options), `procs` (the processes and /proc), `scenarios` (the rows),
 //! `report` (the table, the goals, results.md), `plot` (reload.svg).
 
-#[path = "../../tests/support/load.rs"]
-mod load;
+// The integration tests' harness, shared as it is: the bench starts hotswap and kills its tree,
+// reads /proc and runs the load client through it, and uses only that part of it (the tests use
+// the rest, and their binary is where every item of it must be used).
+#[allow(dead_code)]
+#[path = "../../tests/integration/support/mod.rs"]
+mod support;
 
 mod cli;
 mod plot;
@@ -37,6 +41,8 @@ mod report;
 mod scenarios;
 
 use std::time::Duration;
+
+use support::load;
 
 /// How long any one wait of the bench (a readiness line, a reload, an exit) may take.
 const WAIT: Duration = Duration::from_secs(30);

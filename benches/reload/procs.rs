@@ -1,25 +1,28 @@
-//! The processes the bench starts and what it reads of them. [`Proc`] is the guard every child
-//! lives in (stopped and reaped by pid when dropped), [`Tap`] collects its stderr lines with
-//! their arrival times, [`Server`] and [`Hotswap`] start the example server alone or under
-//! hotswap and time reloads from those lines, and [`on_interrupt`] stops everything on SIGINT,
-//! SIGTERM or SIGHUP. [`Usage`] and [`CpuSnapshot`] read RSS, CPU time and fds from /proc;
-//! [`build_server`] builds the example server the bench runs.
+//! The processes the bench starts and what it reads of them. [`Proc`] is the guard the
+//! standalone server lives in (stopped and reaped by pid when dropped), its stderr and hotswap's
+//! collected, with their arrival times, by the test harness's `StderrLog`. [`Server`] starts the
+//! example server alone; [`Hotswap`] starts it under hotswap through the test harness (the one
+//! way to start hotswap and kill its tree) and times reloads from those lines; [`on_interrupt`]
+//! stops everything on SIGINT, SIGTERM or SIGHUP. [`Usage`] and [`CpuSnapshot`] read RSS, CPU
+//! time and fds from /proc; [`build_server`] builds the example server the bench runs.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use hotswap::protocol::control::{ReloadResult, Reply};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, SysconfVar, sysconf};
 
 use crate::WAIT;
+use crate::support::{self, Launch, StderrLog, hotswap_bin, path_str, pids_in, stat_fields};
 
 // ------------------------------------------------------------------------------------------
 // Guards and the interrupt thread
@@ -34,18 +37,19 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` with stdin and stdout on /dev/null and stderr piped into a [`Tap`].
+    /// Spawns `cmd` with stdin and stdout on /dev/null and its stderr collected (and echoed if
+    /// `verbose`).
     ///
     /// No parent-death signal: the guards stop every process by pid when the bench exits,
     /// panics, or gets SIGINT, SIGTERM or SIGHUP; only a SIGKILLed bench leaves its processes
     /// running.
-    pub fn spawn(mut cmd: Command, name: &str, drop_signal: Signal, verbose: bool) -> (Proc, Tap) {
-        if stopping() {
-            // `on_interrupt` is stopping everything and about to exit: start nothing more.
-            loop {
-                std::thread::sleep(Duration::from_secs(60));
-            }
-        }
+    pub fn spawn(
+        mut cmd: Command,
+        name: &str,
+        drop_signal: Signal,
+        verbose: bool,
+    ) -> (Proc, Arc<StderrLog>) {
+        park_if_stopping();
         for var in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
             cmd.env_remove(var);
         }
@@ -57,7 +61,8 @@ impl Proc {
         let stderr = child.stderr.take().expect("piped stderr");
         let proc = Proc { child, name: name.to_string(), drop_signal, status: None };
         live().push(Live::Child { pid: proc.pid(), signal: drop_signal });
-        (proc, Tap::new(stderr, verbose))
+        let stderr = StderrLog::capture(stderr, format!("{name} {}", proc.pid()), verbose);
+        (proc, stderr)
     }
 
     pub fn pid(&self) -> i32 {
@@ -83,8 +88,7 @@ impl Proc {
 
     /// Reaped: nothing left for `on_interrupt` to stop.
     fn forget(&self) {
-        let pid = self.pid();
-        live().retain(|l| !matches!(l, Live::Child { pid: p, .. } if *p == pid));
+        forget(self.pid());
     }
 
     /// Waits (polling every 200 µs) until it exits or `timeout` passes.
@@ -129,6 +133,19 @@ pub enum Live {
     Child { pid: i32, signal: Signal },
     /// A PM2 daemon: `pm2 kill` with this PM2_HOME stops it and its apps.
     Pm2 { pm2: PathBuf, home: PathBuf },
+}
+
+/// `pid` needs no stopping any more.
+fn forget(pid: i32) {
+    live().retain(|l| !matches!(l, Live::Child { pid: p, .. } if *p == pid));
+}
+
+/// Once `on_interrupt` is stopping everything and about to exit, starts nothing more: never
+/// returns then.
+fn park_if_stopping() {
+    while stopping() {
+        std::thread::sleep(Duration::from_secs(60));
+    }
 }
 
 /// Set once `on_interrupt` began stopping everything.
@@ -216,96 +233,15 @@ fn stop_everything() {
 }
 
 // ------------------------------------------------------------------------------------------
-// Stderr taps
+// Stderr lines
 
-/// The lines a process writes on stderr, each stamped when it was read.
-#[derive(Clone)]
-pub struct Tap {
-    shared: Arc<(Mutex<TapLines>, Condvar)>,
-}
-
-#[derive(Default)]
-struct TapLines {
-    lines: Vec<(Instant, String)>,
-    closed: bool,
-}
-
-impl Tap {
-    fn new(stderr: ChildStderr, verbose: bool) -> Tap {
-        let tap = Tap { shared: Arc::default() };
-        let shared = tap.shared.clone();
-        std::thread::Builder::new()
-            .name("stderr".into())
-            .spawn(move || {
-                let mut reader = BufReader::new(stderr);
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    let n = reader.read_line(&mut line).unwrap_or(0);
-                    let at = Instant::now();
-                    let (lock, cvar) = &*shared;
-                    let mut g = lock.lock().unwrap();
-                    if n == 0 {
-                        g.closed = true;
-                        cvar.notify_all();
-                        return;
-                    }
-                    if verbose {
-                        eprint!("  | {line}");
-                    }
-                    g.lines.push((at, line.trim_end().to_string()));
-                    cvar.notify_all();
-                }
-            })
-            .expect("spawn stderr reader");
-        tap
-    }
-
-    fn len(&self) -> usize {
-        self.shared.0.lock().unwrap().lines.len()
-    }
-
-    /// Calls `f` on the lines from index `from` each time one arrives, until it returns `Some`;
-    /// None after `timeout` or when the pipe closed first.
-    fn wait<T>(
-        &self,
-        from: usize,
-        timeout: Duration,
-        mut f: impl FnMut(&[(Instant, String)]) -> Option<T>,
-    ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        let (lock, cvar) = &*self.shared;
-        let mut g = lock.lock().unwrap();
-        loop {
-            if let Some(v) = f(&g.lines[from.min(g.lines.len())..]) {
-                return Some(v);
-            }
-            let now = Instant::now();
-            if g.closed || now >= deadline {
-                return None;
-            }
-            g = cvar.wait_timeout(g, deadline - now).unwrap().0;
-        }
-    }
-
-    /// The time of the first line from `from` on that contains `needle`.
-    fn wait_for(&self, from: usize, needle: &str, timeout: Duration) -> Option<Instant> {
-        self.wait(from, timeout, |lines| find(lines, needle).map(|(at, _)| at))
-    }
-
-    fn all(&self) -> Vec<(Instant, String)> {
-        self.shared.0.lock().unwrap().lines.clone()
-    }
+/// The time of the first line of `log` from index `from` on that contains `needle`.
+fn wait_for(log: &StderrLog, from: usize, needle: &str, timeout: Duration) -> Option<Instant> {
+    log.wait(from, timeout, |lines| find(lines, needle).map(|(at, _)| at))
 }
 
 fn find<'a>(lines: &'a [(Instant, String)], needle: &str) -> Option<(Instant, &'a str)> {
     lines.iter().find(|(_, l)| l.contains(needle)).map(|(at, l)| (*at, l.as_str()))
-}
-
-/// `… (pids 12,13)` → [12, 13].
-fn pids_in(line: &str) -> Vec<i32> {
-    let Some(rest) = line.split("(pids ").nth(1) else { return Vec::new() };
-    rest.trim_end_matches(')').split(',').filter_map(|p| p.trim().parse().ok()).collect()
 }
 
 /// When hotswap logged `gen G started (pids …)`, and when the last of those children logged
@@ -325,7 +261,7 @@ fn started_and_ready(lines: &[(Instant, String)], generation: u64) -> Option<(In
 /// The example server, standalone on `port`.
 pub struct Server {
     pub proc: Proc,
-    pub tap: Tap,
+    pub stderr: Arc<StderrLog>,
 }
 
 impl Server {
@@ -335,21 +271,20 @@ impl Server {
         cmd.arg("--port").arg(port.to_string());
         cmd.arg("--boot-delay").arg(format!("{}ms", boot_delay.as_millis()));
         let t0 = Instant::now();
-        let (proc, tap) = Proc::spawn(cmd, "server", Signal::SIGKILL, verbose);
-        let ready = tap.wait_for(0, "]: ready", WAIT).unwrap_or_else(|| {
-            panic!("the server on port {port} never said ready: {:?}", tap.all())
+        let (proc, stderr) = Proc::spawn(cmd, "server", Signal::SIGKILL, verbose);
+        let ready = wait_for(&stderr, 0, "]: ready", WAIT).unwrap_or_else(|| {
+            panic!("the server on port {port} never said ready: {:?}", stderr.lines())
         });
-        (Server { proc, tap }, ready - t0)
+        (Server { proc, stderr }, ready - t0)
     }
 }
 
-/// hotswap with the example server under it.
+/// hotswap with the example server under it, started by the test harness: dropping it kills
+/// hotswap and its whole tree.
 pub struct Hotswap {
-    proc: Option<Proc>,
-    tap: Tap,
+    hs: support::Hotswap,
     control: PathBuf,
     generation: u64,
-    _dir: tempfile::TempDir,
 }
 
 impl Hotswap {
@@ -361,46 +296,55 @@ impl Hotswap {
         boot_delay: Duration,
         verbose: bool,
     ) -> Hotswap {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let control = dir.path().join("control.sock");
-        let mut cmd = Command::new(&bin.hotswap);
+        park_if_stopping();
+        let mut args: Vec<String> = Vec::new();
         for a in addrs {
-            cmd.arg("--listen").arg(a.to_string());
+            args.extend(["--listen".to_string(), a.to_string()]);
         }
-        cmd.arg("--instances").arg(instances.to_string());
-        cmd.arg("--control").arg(&control);
-        cmd.args(["--drain-timeout", "10s", "--name", "bench", "--"]).arg(&bin.server);
-        cmd.arg("--boot-delay").arg(format!("{}ms", boot_delay.as_millis()));
-        cmd.env("XDG_RUNTIME_DIR", dir.path());
-        // SIGQUIT: hotswap's fast stop SIGKILLs every child's group before it exits.
-        let (proc, tap) = Proc::spawn(cmd, "hotswap", Signal::SIGQUIT, verbose);
-        let hs = Hotswap { proc: Some(proc), tap, control, generation: 1, _dir: dir };
-        if hs.tap.wait_for(0, "gen 1 ready", WAIT).is_none() {
-            panic!("hotswap's first generation never became ready: {:?}", hs.tap.all());
+        let instances = instances.to_string();
+        let server = path_str(&bin.server);
+        let boot_delay = format!("{}ms", boot_delay.as_millis());
+        args.extend(
+            [
+                "--instances",
+                &instances,
+                "--control",
+                "{dir}/control.sock",
+                "--drain-timeout",
+                "10s",
+            ]
+            .map(String::from),
+        );
+        args.extend(
+            ["--name", "bench", "--", &server, "--boot-delay", &boot_delay].map(String::from),
+        );
+        let hs = Launch { echo: verbose, ..Launch::via(hotswap_bin(), args) }.start();
+        // On an interrupt, SIGQUIT: hotswap's fast stop SIGKILLs every child's group and exits.
+        live().push(Live::Child { pid: hs.pid(), signal: Signal::SIGQUIT });
+        let control = hs.dir().join("control.sock");
+        let hs = Hotswap { hs, control, generation: 1 };
+        if wait_for(hs.hs.stderr(), 0, "gen 1 ready", WAIT).is_none() {
+            panic!("hotswap's first generation never became ready: {:?}", hs.hs.stderr().lines());
         }
         hs
     }
 
-    fn pid(&self) -> i32 {
-        self.proc.as_ref().expect("running").pid()
-    }
-
     pub fn usage(&self) -> Usage {
-        Usage::of(self.pid()).expect("hotswap's /proc entry")
+        Usage::of(self.hs.pid()).expect("hotswap's /proc entry")
     }
 
     /// SIGHUP, then waits for the new generation to be ready and the old one gone, timing each
     /// step from the stderr lines (and the new children's own `ready` lines).
     pub fn hup(&mut self) -> Reload {
-        let from = self.tap.len();
+        let from = self.hs.stderr().line_count();
         let (new, old) = (self.generation + 1, self.generation);
         self.generation = new;
         let t0 = Instant::now();
-        self.proc.as_ref().expect("running").signal(Signal::SIGHUP);
+        self.hs.signal(Signal::SIGHUP);
         let ready = format!("gen {new} ready after");
         let failed = format!("gen {new} failed");
         let gone = format!("gen {old} gone");
-        let r = self.tap.wait(from, WAIT, |lines| {
+        let r = self.hs.stderr().wait(from, WAIT, |lines| {
             if let Some((_, l)) = find(lines, &failed) {
                 return Some(Err(l.to_string()));
             }
@@ -428,7 +372,7 @@ impl Hotswap {
     /// A reload through the control socket (`{"cmd":"reload","wait":true}`), timed from the
     /// request to each step line as it arrives on the socket.
     pub fn reload_wait(&mut self) -> Reload {
-        let from = self.tap.len();
+        let from = self.hs.stderr().line_count();
         let mut sock = UnixStream::connect(&self.control).expect("connect to the control socket");
         sock.set_read_timeout(Some(WAIT)).expect("set_read_timeout");
         let t0 = Instant::now();
@@ -437,63 +381,53 @@ impl Hotswap {
         for line in BufReader::new(sock).lines() {
             let line = line.expect("read from the control socket");
             let at = Instant::now() - t0;
-            let v: serde_json::Value = serde_json::from_str(&line).expect("control reply is JSON");
-            if let Some(step) = v.get("step").and_then(|s| s.as_str()) {
-                if step.contains(" ready after ") {
-                    r.ready = Some(at);
-                } else if step.contains(" gone") {
-                    r.gone = Some(at);
-                }
-            } else if let Some(result) = v.get("result").and_then(|s| s.as_str()) {
-                if result != "took_over" && !stopping() {
-                    eprintln!("reload bench: reload ended {line}");
-                }
-                if let Some(g) = v.get("generation").and_then(|g| g.as_u64()) {
-                    self.generation = g;
-                    // The new child's own boot, from hotswap's stderr as in `hup`.
-                    let timing =
-                        self.tap.wait(from, Duration::from_secs(2), |l| started_and_ready(l, g));
-                    if let Some((t_started, t_child)) = timing {
-                        r.boot = Some(t_child - t_started);
-                        r.spawned = Some(t_started.saturating_duration_since(t0));
+            let reply: Reply = serde_json::from_str(&line).expect("a control reply");
+            match reply {
+                Reply::Step { step } => {
+                    if step.contains(" ready after ") {
+                        r.ready = Some(at);
+                    } else if step.contains(" gone") {
+                        r.gone = Some(at);
                     }
                 }
-                break;
-            } else {
-                panic!("unexpected control reply {line}");
+                Reply::Done { result, generation, .. } => {
+                    if result != ReloadResult::TookOver && !stopping() {
+                        eprintln!("reload bench: reload ended {line}");
+                    }
+                    if let Some(g) = generation {
+                        self.generation = g;
+                        // The new child's own boot, from hotswap's stderr as in `hup`.
+                        let timing = self
+                            .hs
+                            .stderr()
+                            .wait(from, Duration::from_secs(2), |l| started_and_ready(l, g));
+                        if let Some((t_started, t_child)) = timing {
+                            r.boot = Some(t_child - t_started);
+                            r.spawned = Some(t_started.saturating_duration_since(t0));
+                        }
+                    }
+                    break;
+                }
+                _ => panic!("unexpected control reply {line}"),
             }
         }
         r
     }
 
-    /// Graceful stop (SIGTERM): hotswap drains its children and exits.
-    pub fn stop(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.stop(Signal::SIGTERM, Duration::from_secs(15));
-        }
-        self.kill_leftovers();
-    }
-
-    /// SIGKILLs any child hotswap started that is still there (only after hotswap is gone).
-    fn kill_leftovers(&self) {
-        for (_, line) in self.tap.all() {
-            if line.contains(" started (pids ") {
-                for pid in pids_in(&line) {
-                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"));
-                    if comm.is_ok_and(|c| c.trim() == "server") {
-                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                    }
-                }
-            }
+    /// Graceful stop (SIGTERM): hotswap drains its children and exits; killed, with its tree,
+    /// if it takes longer than 15 s.
+    pub fn stop(mut self) {
+        self.hs.signal(Signal::SIGTERM);
+        if self.hs.exit_within(Duration::from_secs(15)).is_none() {
+            eprintln!("reload bench: hotswap (pid {}) ignored SIGTERM, killing it", self.hs.pid());
         }
     }
 }
 
 impl Drop for Hotswap {
     fn drop(&mut self) {
-        // Dropping the Proc sends SIGQUIT (fast stop) and reaps hotswap.
-        drop(self.proc.take());
-        self.kill_leftovers();
+        // `self.hs` is dropped right after: it kills hotswap and its whole tree, and reaps it.
+        forget(self.hs.pid());
     }
 }
 
@@ -562,7 +496,7 @@ impl Usage {
     pub fn of(pid: i32) -> Option<Usage> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let field = |name: &str| kib_field(&status, name).unwrap_or(0);
-        let f = stat_fields(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+        let f = stat_numbers(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
         let (utime, stime) = (f.get(11)?, f.get(12)?);
         let mut u = Usage {
             rss_kib: field("VmRSS:"),
@@ -621,10 +555,10 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(name))?.split_whitespace().next()?.parse().ok()
 }
 
-/// The fields of /proc/PID/stat after the command name (which may hold spaces), from the state
-/// (field 3) on; a field that is not a number reads as 0.
-fn stat_fields(stat: &str) -> Option<Vec<u64>> {
-    Some(stat.rsplit_once(')')?.1.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect())
+/// The numbers of /proc/PID/stat after the command name, from the state (field 3) on; a field
+/// that is not a number (the state) reads as 0.
+fn stat_numbers(stat: &str) -> Option<Vec<u64>> {
+    Some(stat_fields(stat)?.into_iter().map(|x| x.parse().unwrap_or(0)).collect())
 }
 
 /// Resident KiB of the mappings of the process's own executable, from /proc/PID/smaps.
@@ -682,7 +616,7 @@ impl CpuSnapshot {
             .map(|(_, v)| v)
             .sum();
         let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let f = stat_fields(&me).unwrap_or_default();
+        let f = stat_numbers(&me).unwrap_or_default();
         // utime, stime, cutime, cstime: fields 14-17, i.e. 11-14 after the command name.
         let own = f.get(11..15).map_or(0, |v| v.iter().sum());
         CpuSnapshot { at: Instant::now(), busy, own }
@@ -702,14 +636,13 @@ impl CpuSnapshot {
 // Binaries, ports, PATH
 
 pub struct Bins {
-    pub hotswap: PathBuf,
     pub server: PathBuf,
 }
 
 /// Builds the example server in the profile this bench was built in (`target/release` under
 /// `cargo bench`) with the cargo that runs us, so it is always there and fresh.
 pub fn build_server() -> Bins {
-    let hotswap = PathBuf::from(env!("CARGO_BIN_EXE_hotswap"));
+    let hotswap = hotswap_bin();
     let dir = hotswap.parent().expect("hotswap has a parent dir").to_path_buf();
     let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("release").to_string();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
@@ -728,7 +661,7 @@ pub fn build_server() -> Bins {
     assert!(status.success(), "building the example server failed: {status}");
     let server = dir.join("examples").join("server");
     assert!(server.exists(), "{} is missing after the build", server.display());
-    Bins { hotswap, server }
+    Bins { server }
 }
 
 pub fn free_ports(n: usize) -> Vec<u16> {

@@ -273,7 +273,7 @@ fn run_naive(bins: &Bins, mode: Mode, opts: &Opts) -> Row {
     }
     let report = handle.finish();
     server.proc.stop(Signal::SIGTERM, Duration::from_secs(10));
-    drop(server.tap);
+    drop(server.stderr);
     let mut row = Row::new(Scenario::Naive, Some(mode));
     row.reloads = reloads;
     row.set_load(report, opts.duration);

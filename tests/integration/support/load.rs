@@ -15,7 +15,6 @@
 //! failure a worker pauses 5ms, so a dead target is not hammered in a busy loop.
 //!
 //! Depends on std and tokio only: the benchmark includes this file with `#[path]`.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -164,17 +163,6 @@ impl LoadReport {
     /// Logical requests with an outcome: ok + failed.
     pub fn total(&self) -> u64 {
         self.ok + self.failed()
-    }
-
-    /// The count for one failure kind.
-    pub fn count(&self, kind: FailureKind) -> u64 {
-        match kind {
-            FailureKind::Refused => self.refused,
-            FailureKind::Reset => self.reset,
-            FailureKind::Timeout => self.timeout,
-            FailureKind::Non2xx => self.non_2xx,
-            FailureKind::Other => self.other,
-        }
     }
 
     /// The generations that answered at least once, ascending.
@@ -327,7 +315,6 @@ impl LoadReport {
 #[derive(Debug, Default)]
 pub struct Progress {
     pub ok: AtomicU64,
-    pub failed: AtomicU64,
 }
 
 /// Runs the load until `duration`, `max_requests` or `stop` becoming true (or its sender dropped).
@@ -425,16 +412,6 @@ impl LoadHandle {
     /// Ok requests so far.
     pub fn ok_so_far(&self) -> u64 {
         self.progress.ok.load(Relaxed)
-    }
-
-    /// Failed requests so far.
-    pub fn failed_so_far(&self) -> u64 {
-        self.progress.failed.load(Relaxed)
-    }
-
-    /// Whether the run has ended.
-    pub fn is_finished(&self) -> bool {
-        self.thread.is_finished()
     }
 }
 
@@ -537,7 +514,6 @@ impl Tally {
             FailureKind::Other => r.other += 1,
         }
         r.timeline[bucket].failed += 1;
-        ctx.progress.failed.fetch_add(1, Relaxed);
         let n = &mut self.samples_per_kind[failure.kind as usize];
         if *n < SAMPLES_PER_KIND {
             *n += 1;

@@ -2,14 +2,13 @@
 //! keeps answering; once the new one says it is ready — and not before — the old one retires,
 //! drains and stops answering.
 
-mod reload_common;
-mod support;
-
 use std::time::{Duration, Instant};
 
+use hotswap::protocol::control::ChildState;
 use nix::sys::signal::Signal;
-use reload_common::*;
-use support::pid_alive;
+
+use crate::support::pid_alive;
+use crate::support::service::*;
 
 /// How long the new generation of most tests below takes to become ready.
 const BOOT: Duration = Duration::from_secs(1);
@@ -20,7 +19,7 @@ const BOOT: Duration = Duration::from_secs(1);
 /// generation 1 only then, and afterwards only generation 2 answers.
 fn assert_old_serves_until_new_is_ready(svc: &Service, boot: Duration, min_ready: Duration) {
     assert_eq!(svc.generation(), 1);
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     svc.hs.signal(Signal::SIGHUP);
     svc.hs.wait_for_stderr_after(from, "gen 2 started (pids ", WAIT);
     let t0 = Instant::now();
@@ -128,7 +127,7 @@ fn exec_mode_switches_only_when_the_probe_passes() {
     svc.hs.wait_for_stderr("gen 1 ready after ", WAIT);
     assert_eq!(svc.generation(), 1);
 
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     svc.hs.signal(Signal::SIGHUP);
     let second = pids_in(&svc.hs.wait_for_stderr_after(from, "gen 2 started (pids ", WAIT));
     let t0 = Instant::now();
@@ -140,15 +139,9 @@ fn exec_mode_switches_only_when_the_probe_passes() {
     assert!(!svc.logged_after(from, "gen 2 ready"), "gen 2 ready before its probe passed");
     assert!(!svc.logged_after(from, "gen 1 retiring"), "gen 1 retired before gen 2 was ready");
     let status = svc.status();
-    assert_eq!(status["generation"], 1, "{status}");
-    let state_of = |pid: u32| {
-        status["children"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["pid"] == pid))
-            .map(|c| c["state"].clone())
-    };
-    assert_eq!(state_of(first[0]), Some("ready".into()), "{status}");
-    assert_eq!(state_of(second[0]), Some("starting".into()), "{status}");
+    assert_eq!(status.generation, Some(1), "{status:#?}");
+    assert_eq!(state_of(&status, first[0]), Some(ChildState::Ready), "{status:#?}");
+    assert_eq!(state_of(&status, second[0]), Some(ChildState::Starting), "{status:#?}");
 
     let held = t0.elapsed();
     std::fs::write(dir.join(format!("ok.{}", second[0])), "").unwrap();

@@ -1,21 +1,19 @@
-//! Helpers shared by the hot-reload tests (issue #3: reload.rs, readiness.rs, rollback.rs,
-//! drain.rs, notify.rs, control.rs, forward_signals.rs): a hotswap serving on a loopback port
-//! with a private control socket, reloads driven by HUP or `hotswap reload`, and the log lines
-//! that mark each step of a reload.
-#![allow(dead_code)]
+//! A hotswap serving on a loopback port with a private control socket, for the tests of
+//! reloads (reload, readiness, rollback, drain, notify, control, forward_signals): reloads driven
+//! by HUP or `hotswap reload`, and the log lines that mark each step of a reload.
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use hotswap::protocol::control::{ChildState, Reply, Status};
 use nix::sys::signal::Signal;
 
 use crate::support::load::{LoadConfig, LoadHandle, Target, spawn_in_thread};
-pub use crate::support::wait_until;
 use crate::support::{Hotswap, Response, example_bin, http_get, path_str};
-
-/// The bound of every wait in these tests.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub use crate::support::{WAIT, pids_in, wait_until};
 
 /// The example server's path.
 pub fn server() -> String {
@@ -74,10 +72,8 @@ impl Service {
         hs.wait_for_stderr("gen 1 started (pids ", WAIT);
         let mut svc = Service { hs, ctl, addr: "127.0.0.1:1".parse().unwrap() };
         let status = svc.status();
-        let address = status["sockets"][0]["address"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no sockets[0].address in status {status}"));
-        svc.addr = address.parse().unwrap_or_else(|e| panic!("address {address:?}: {e}"));
+        let [socket] = &status.sockets[..] else { panic!("not one socket in {status:#?}") };
+        svc.addr = socket.address.parse().unwrap_or_else(|e| panic!("{socket:?}: {e}"));
         svc
     }
 
@@ -89,39 +85,29 @@ impl Service {
     }
 
     /// `hotswap status --json`, parsed.
-    pub fn status(&self) -> serde_json::Value {
-        let out = self.cli(&["status", "--json"]);
-        assert!(out.status.success(), "hotswap status --json failed: {}", describe(&out));
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {}", describe(&out)))
+    pub fn status(&self) -> Status {
+        parse_status(&self.cli(&["status", "--json"]))
     }
 
     /// The first stderr line at index >= `from` that contains any of `patterns`.
     pub fn wait_any(&self, from: usize, patterns: &[&str]) -> String {
-        let what = format!("a hotswap stderr line containing one of {patterns:?}");
-        wait_until(&what, WAIT, || {
-            self.hs
-                .stderr_lines()
-                .into_iter()
-                .skip(from)
-                .find(|l| patterns.iter().any(|p| l.contains(p)))
-        })
+        self.hs.wait_for_any(from, patterns, WAIT)
     }
 
     /// Index of the first stderr line at index >= `from` containing `pattern` (waits for it).
     pub fn wait_index(&self, from: usize, pattern: &str) -> usize {
         self.hs.wait_for_stderr_after(from, pattern, WAIT);
-        index_of(&self.hs.stderr_lines(), from, pattern).expect("the line just seen")
+        index_of(&self.hs.stderr().lines(), from, pattern).expect("the line just seen")
     }
 
     /// Whether a stderr line at index >= `from` contains `pattern`.
     pub fn logged_after(&self, from: usize, pattern: &str) -> bool {
-        index_of(&self.hs.stderr_lines(), from, pattern).is_some()
+        index_of(&self.hs.stderr().lines(), from, pattern).is_some()
     }
 
     /// Sends HUP and waits until generation `new` took over and generation `old` is gone.
     pub fn hup_and_wait(&self, new: u64, old: u64) -> Switch {
-        let from = self.hs.stderr_len();
+        let from = self.hs.stderr().line_count();
         self.hs.signal(Signal::SIGHUP);
         self.wait_switch(from, new, old)
     }
@@ -133,7 +119,7 @@ impl Service {
         let ready_at = self.wait_index(started_at, &format!("gen {new} ready after "));
         let retiring_at = self.wait_index(from, &format!("gen {old} retiring (pids "));
         let gone_at = self.wait_index(from, &format!("gen {old} gone, drained after "));
-        let lines = self.hs.stderr_lines();
+        let lines = self.hs.stderr().lines();
         assert!(
             started_at < ready_at && ready_at < retiring_at && retiring_at < gone_at,
             "gen {new} started/ready and gen {old} retiring/gone out of order: lines \
@@ -214,19 +200,6 @@ pub fn index_of(lines: &[String], from: usize, pattern: &str) -> Option<usize> {
     lines.iter().enumerate().skip(from).find(|(_, l)| l.contains(pattern)).map(|(i, _)| i)
 }
 
-/// The pids in `… (pids 12,34)`.
-pub fn pids_in(line: &str) -> Vec<u32> {
-    let list = line
-        .split_once("(pids ")
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(list, _)| list)
-        .unwrap_or_else(|| panic!("no `(pids …)` in {line:?}"));
-    list.split([',', ' '])
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap_or_else(|e| panic!("pid {s:?} in {line:?}: {e}")))
-        .collect()
-}
-
 /// The duration after `marker` in `line`: `35ms`, `2s`, `1.5s`.
 pub fn duration_after(line: &str, marker: &str) -> Duration {
     let text = line
@@ -249,6 +222,37 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     };
     let value: f64 = number.parse().ok()?;
     Some(Duration::from_secs_f64(value * unit))
+}
+
+/// The output of `hotswap status --json`: exit code 0 and a [`Status`] on stdout.
+pub fn parse_status(out: &Output) -> Status {
+    assert_eq!(out.status.code(), Some(0), "hotswap status --json: {}", describe(out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json is not a Status ({e}): {}", describe(out)))
+}
+
+/// Sends `request` (one JSON line) on the control socket `ctl` and reads the replies up to the
+/// last one: a result, an acceptance, a status or an error.
+pub fn control_exchange(ctl: &str, request: &str) -> Vec<Reply> {
+    let mut socket = UnixStream::connect(ctl).unwrap_or_else(|e| panic!("connect to {ctl}: {e}"));
+    socket.set_read_timeout(Some(WAIT)).expect("set_read_timeout");
+    writeln!(socket, "{request}").expect("send the request");
+    let mut replies = Vec::new();
+    for line in BufReader::new(socket).lines() {
+        let line = line.unwrap_or_else(|e| panic!("read a reply from {ctl}: {e}"));
+        let reply = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        let last = !matches!(reply, Reply::Step { .. });
+        replies.push(reply);
+        if last {
+            return replies;
+        }
+    }
+    panic!("{ctl} closed after {replies:?}, before a final reply")
+}
+
+/// The state of child `pid` in `status`, if it is there.
+pub fn state_of(status: &Status, pid: u32) -> Option<ChildState> {
+    status.children.iter().find(|c| c.pid == pid).map(|c| c.state)
 }
 
 /// Exit status, stdout and stderr of a finished command, for assertion messages.

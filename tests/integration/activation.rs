@@ -3,50 +3,24 @@
 //! variables, its own process group and a clean signal state; and hotswap under systemd's socket
 //! activation (`systemd-socket-activate`) with no `--listen` of its own.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use support::{
-    Hotswap, descendants_of, example_bin, free_port, hotswap_bin, http_get, path_str, proc_stat,
-    started_pid, wait_until,
+use nix::sys::signal::Signal;
+
+use crate::support::{
+    GUARD_VAR, Hotswap, Launch, WAIT, environ, example_bin, free_port, hotswap_bin, http_get,
+    path_str, proc_stat, started_pid, wait_until,
 };
-
-const STARTUP: Duration = Duration::from_secs(15);
 
 /// The Python stdlib child that reports its activation environment over HTTP on fd 3.
 fn check_env_py() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check_env.py");
     assert!(path.is_file(), "fixture {} is missing", path.display());
     path_str(&path)
-}
-
-/// `/proc/<pid>/environ` as a map; panics if a variable appears twice (which one a program
-/// sees would depend on its libc).
-fn environ(pid: u32) -> BTreeMap<String, String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/environ: {e}"));
-    let mut env = BTreeMap::new();
-    for kv in raw.split(|&b| b == 0).filter(|kv| !kv.is_empty()) {
-        let kv = String::from_utf8_lossy(kv);
-        let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
-        let earlier = env.insert(k.to_string(), v.to_string());
-        assert!(
-            earlier.is_none(),
-            "{k} appears twice in pid {pid}'s environment: {earlier:?}, {v:?}"
-        );
-    }
-    env
 }
 
 /// The open fd numbers of `pid`.
@@ -59,7 +33,7 @@ fn open_fds(pid: u32) -> BTreeSet<i32> {
 
 /// Waits until `pid` has exec'ed `program` (before that, /proc shows hotswap's fds and env).
 fn wait_exec(pid: u32, program: &str) {
-    wait_until(&format!("pid {pid} to exec {program}"), STARTUP, || {
+    wait_until(&format!("pid {pid} to exec {program}"), WAIT, || {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let argv0 = cmdline.split(|&b| b == 0).next()?;
         Path::new(std::str::from_utf8(argv0).ok()?).file_name()?.eq(program).then_some(())
@@ -72,84 +46,6 @@ fn body_fields(body: &str) -> BTreeMap<String, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
-}
-
-/// A process started through a program that execs hotswap in its place (bash, or
-/// `systemd-socket-activate`): same pid, stderr captured; it and its tree are killed on drop.
-struct Launched {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    closed: Arc<AtomicBool>,
-    dir: tempfile::TempDir,
-}
-
-impl Launched {
-    /// Runs `program args` (`{dir}` replaced by a private temp dir, also `XDG_RUNTIME_DIR`) in its
-    /// own process group, without the test's LISTEN_*/NOTIFY_SOCKET/HOTSWAP_*, plus `env`.
-    fn start(program: &str, args: &[String], env: &[(&str, &str)]) -> Launched {
-        let dir = tempfile::tempdir().expect("create tempdir");
-        let d = path_str(dir.path());
-        let mut cmd = Command::new(program);
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if k.starts_with("LISTEN_") || k.starts_with("HOTSWAP_") || k == "NOTIFY_SOCKET" {
-                cmd.env_remove(&key);
-            }
-        }
-        cmd.args(args.iter().map(|a| a.replace("{dir}", &d)))
-            .env("XDG_RUNTIME_DIR", &d)
-            .env("NO_COLOR", "1")
-            .envs(env.iter().map(|(k, v)| (k, v.replace("{dir}", &d))))
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-        let pid = child.id();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let closed = Arc::new(AtomicBool::new(false));
-        let pipe = child.stderr.take().expect("piped stderr");
-        let (sink, done) = (lines.clone(), closed.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[launched {pid}] {line}");
-                sink.lock().unwrap().push(line);
-            }
-            done.store(true, Ordering::SeqCst);
-        });
-        Launched { child, lines, closed, dir }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The first stderr line containing `pattern`; panics after `timeout` or once stderr closes.
-    fn wait_for_stderr(&self, pattern: &str, timeout: Duration) -> String {
-        wait_until(&format!("a stderr line containing {pattern:?}"), timeout, || {
-            let closed = self.closed.load(Ordering::SeqCst);
-            let found = self.lines.lock().unwrap().iter().find(|l| l.contains(pattern)).cloned();
-            assert!(found.is_some() || !closed, "stderr closed without {pattern:?}");
-            found
-        })
-    }
-}
-
-impl Drop for Launched {
-    fn drop(&mut self) {
-        let pid = Pid::from_raw(self.pid() as i32);
-        let _ = kill(pid, Signal::SIGSTOP);
-        let tree = descendants_of(self.pid() as i32);
-        let _ = kill(pid, Signal::SIGKILL);
-        for p in tree {
-            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
 }
 
 /// `bash -c 'exec 7</dev/null 9</dev/null; exec "$0" "$@"' PROGRAM ARGS…`: PROGRAM inherits
@@ -194,8 +90,8 @@ fn a_child_gets_its_sockets_and_named_fds_only_and_a_clean_environment() {
         ("LISTEN_PIDFDID", "123"),
         ("NOTIFY_SOCKET", "/nonexistent"),
     ];
-    let hs = Launched::start("bash", &args, &hotswap_env);
-    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
+    let hs = Launch::via("bash", args).env(&hotswap_env).start();
+    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
     wait_exec(child, "sleep");
     let dir = path_str(hs.dir());
 
@@ -287,8 +183,8 @@ fn python_child(listens: &[&str]) -> (Hotswap, u32) {
     }
     args.extend(["--", "python3", script.as_str()]);
     let hs = Hotswap::start(&args, &[]);
-    let pid = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
-    hs.wait_for_stderr("gen 1 ready", STARTUP);
+    let pid = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
+    hs.wait_for_stderr("gen 1 ready", WAIT);
     (hs, pid)
 }
 
@@ -328,21 +224,21 @@ fn an_unnamed_socket_is_called_unknown() {
 
 /// `systemd-socket-activate -l 127.0.0.1:PORT [--fdname=NAME] hotswap --control … ARGS…`. It
 /// binds the port, waits for the first connection, then execs hotswap with LISTEN_FDS=1.
-fn socket_activated(port: u16, fdname: Option<&str>, hotswap_args: &[&str]) -> Launched {
+fn socket_activated(port: u16, fdname: Option<&str>, hotswap_args: &[&str]) -> Hotswap {
     let mut args = vec!["-l".to_string(), format!("127.0.0.1:{port}")];
     if let Some(name) = fdname {
         args.push(format!("--fdname={name}"));
     }
     // It passes on only PATH, HOME, TERM and what -E names.
-    for var in ["XDG_RUNTIME_DIR", "NO_COLOR"] {
+    for var in ["XDG_RUNTIME_DIR", "NO_COLOR", GUARD_VAR] {
         args.extend(["-E".to_string(), var.to_string()]);
     }
     args.push(path_str(&hotswap_bin()));
     args.extend(["--control", "{dir}/ctl.sock"].map(String::from));
     args.extend(hotswap_args.iter().map(|s| s.to_string()));
-    let launched = Launched::start("/usr/bin/systemd-socket-activate", &args, &[]);
-    launched.wait_for_stderr(&format!("Listening on 127.0.0.1:{port}"), STARTUP);
-    launched
+    let hs = Launch::via("/usr/bin/systemd-socket-activate", args).start();
+    hs.wait_for_stderr(&format!("Listening on 127.0.0.1:{port}"), WAIT);
+    hs
 }
 
 #[test]
@@ -352,10 +248,10 @@ fn under_systemd_socket_activation_no_listen_is_needed() {
     let hs = socket_activated(port, Some("web"), &["--", &server]);
     // The first connection makes systemd-socket-activate exec hotswap; it waits in the backlog.
     let response = http_get(([127, 0, 0, 1], port).into(), "/").expect("GET through the chain");
-    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
+    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.pid(), Some(child), "answered by hotswap's child: {response:?}");
-    hs.wait_for_stderr(&format!("fd 3: 127.0.0.1:{port} (web)"), STARTUP);
+    hs.wait_for_stderr(&format!("fd 3: 127.0.0.1:{port} (web)"), WAIT);
     let env = environ(child);
     assert_eq!(env.get("LISTEN_FDNAMES").map(String::as_str), Some("web"), "child's names");
     assert_eq!(env.get("LISTEN_FDS").map(String::as_str), Some("1"), "child's LISTEN_FDS");
@@ -372,7 +268,7 @@ fn under_systemd_socket_activation_a_python_child_sees_the_fdname() {
     let script = check_env_py();
     let hs = socket_activated(port, Some("web"), &["--", "python3", &script]);
     let response = http_get(([127, 0, 0, 1], port).into(), "/").expect("GET through the chain");
-    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
+    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
     assert_eq!(response.status, 200, "{response:?}");
     let fields = body_fields(&response.body);
     assert_eq!(fields.get("pid"), Some(&child.to_string()), "{fields:?}");
@@ -387,7 +283,7 @@ fn under_systemd_socket_activation_an_unnamed_socket_is_unknown() {
     let hs = socket_activated(port, None, &["--", "sleep", "60"]);
     // Connect to trigger the exec; nobody answers (sleep), so do not wait for a response.
     let _trigger = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
+    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
     wait_exec(child, "sleep");
     let env = environ(child);
     assert_eq!(env.get("LISTEN_FDNAMES").map(String::as_str), Some("unknown"), "child's names");
@@ -403,7 +299,7 @@ fn inherited_sockets_come_first_then_listen_ones() {
         &["-l", "admin=unix:{dir}/admin.sock", "--", "sleep", "60"],
     );
     let _trigger = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", STARTUP));
+    let child = started_pid(&hs.wait_for_stderr("gen 1 started (pids ", WAIT));
     wait_exec(child, "sleep");
     let env = environ(child);
     let var = |k: &str| env.get(k).map(String::as_str);
@@ -416,8 +312,8 @@ fn inherited_sockets_come_first_then_listen_ones() {
     let inherited = std::fs::read_link(format!("/proc/{}/fd/3", hs.pid())).unwrap();
     let childs = std::fs::read_link(format!("/proc/{child}/fd/3")).unwrap();
     assert_eq!(inherited, childs, "hotswap's inherited fd 3 and the child's fd 3");
-    hs.wait_for_stderr(&format!("fd 3: 127.0.0.1:{port} (web)"), STARTUP);
-    hs.wait_for_stderr(&format!("fd 4: {dir}/admin.sock (admin)"), STARTUP);
+    hs.wait_for_stderr(&format!("fd 3: 127.0.0.1:{port} (web)"), WAIT);
+    hs.wait_for_stderr(&format!("fd 4: {dir}/admin.sock (admin)"), WAIT);
 }
 
 #[test]
@@ -436,21 +332,19 @@ fn a_hotswap_started_with_signals_blocked_still_hears_them_and_its_children_star
         .chain(["-l", &listen, "--", &server])
         .map(String::from)
         .collect();
-    let mut hs = Launched::start("python3", &args, &[]);
-    hs.wait_for_stderr("gen 1 ready", Duration::from_secs(15));
+    let mut hs = Launch::via("python3", args).start();
+    hs.wait_for_stderr("gen 1 ready", WAIT);
     let addr: std::net::SocketAddr = listen.parse().unwrap();
     let first = http_get(addr, "/").expect("gen 1 answers").pid().expect("X-Pid");
     assert_eq!(sig_set(first, "SigBlk"), 0, "the child starts with no signal blocked");
 
-    kill(Pid::from_raw(hs.pid() as i32), Signal::SIGHUP).unwrap();
-    hs.wait_for_stderr("gen 1 gone", Duration::from_secs(15));
+    hs.signal(Signal::SIGHUP);
+    hs.wait_for_stderr("gen 1 gone", WAIT);
     let second = http_get(addr, "/").expect("gen 2 answers").pid().expect("X-Pid");
     assert_ne!(first, second, "HUP reached hotswap: a new generation answers");
     assert_eq!(sig_set(second, "SigBlk"), 0);
 
-    kill(Pid::from_raw(hs.pid() as i32), Signal::SIGTERM).unwrap();
-    let status = wait_until("hotswap to exit on TERM", Duration::from_secs(15), || {
-        hs.child.try_wait().unwrap()
-    });
+    hs.signal(Signal::SIGTERM);
+    let status = hs.wait_exit(WAIT);
     assert_eq!(status.code(), Some(0));
 }

@@ -1,8 +1,6 @@
 //! Every `--listen` address form (DESIGN.md §1) serves a real request through the example server,
 //! and the unix-socket and socket options do what they say.
 
-mod support;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
@@ -10,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::{
-    Response, example_bin, free_port, http_get, http_get_unix, path_str, port_is_closed,
+
+use crate::support::{
+    Response, WAIT, example_bin, free_port, http_get, http_get_unix, path_str, port_is_closed,
     run_hotswap, serve_example,
 };
 
@@ -111,7 +110,7 @@ fn a_unix_path_serves_and_is_removed_at_exit() {
     let path = hs.dir().join("app.sock");
     assert_served_by(&http_get_unix(&path, "/").expect("GET over the unix socket"), pid, "unix");
     hs.signal(Signal::SIGTERM);
-    let status = hs.wait_exit(Duration::from_secs(15));
+    let status = hs.wait_exit(WAIT);
     assert_eq!(status.code(), Some(0), "hotswap's exit after SIGTERM");
     assert!(!path.exists(), "{} is left behind after hotswap exited", path.display());
 }

@@ -1,11 +1,9 @@
 //! USR1 and WINCH sent to hotswap are forwarded to the serving generation (issue #3,
 //! DESIGN.md §2) — not to a generation that is still starting — and follow a reload.
 
-mod reload_common;
-mod support;
-
 use nix::sys::signal::Signal;
-use reload_common::*;
+
+use crate::support::service::*;
 
 /// A shell child that logs every USR1 and WINCH it gets; it is ready when the test creates
 /// `{dir}/ok.<its pid>` (after it has set its traps).
@@ -15,12 +13,12 @@ const SCRIPT: &str = "trap 'echo \"gen $HOTSWAP_GENERATION pid $$ got USR1\" >&2
                       while :; do sleep 0.05; done";
 
 fn count(svc: &Service, pattern: &str) -> usize {
-    svc.hs.stderr_lines().iter().filter(|l| l.contains(pattern)).count()
+    svc.hs.stderr().lines().iter().filter(|l| l.contains(pattern)).count()
 }
 
 /// Sends `sig` to hotswap and waits for `pid` of `generation` to log that it got it.
 fn forward(svc: &Service, sig: Signal, generation: u64, pid: u32) {
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     svc.hs.signal(sig);
     let name = sig.as_str().trim_start_matches("SIG");
     svc.hs.wait_for_stderr_after(from, &format!("gen {generation} pid {pid} got {name}"), WAIT);
@@ -41,7 +39,7 @@ fn usr1_and_winch_reach_the_serving_generation_only() {
     forward(&svc, Signal::SIGWINCH, 1, first);
 
     // Generation 2 starting: the signals still go to generation 1 alone.
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     svc.hs.signal(Signal::SIGHUP);
     let second = pids_in(&svc.hs.wait_for_stderr_after(from, "gen 2 started (pids ", WAIT))[0];
     svc.hs.wait_for_stderr_after(from, &format!("gen 2 pid {second} trapping"), WAIT);

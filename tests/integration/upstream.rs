@@ -2,14 +2,13 @@
 //! NOTIFY_SOCKET (READY, RELOADING + MONOTONIC_USEC, STOPPING), played by a
 //! datagram socket the test binds, at a path and in the abstract namespace.
 
-mod support;
-
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::signal::Signal;
-use support::{Hotswap, example_bin, free_port, http_get};
+
+use crate::support::{Hotswap, WAIT, example_bin, free_port, http_get};
 
 /// The fake systemd end: one datagram at a time, bounded.
 struct FakeSystemd(UnixDatagram);
@@ -68,7 +67,7 @@ fn speaks_the_notify_protocol(systemd: FakeSystemd, notify_socket: &str) {
 
     h.signal(Signal::SIGTERM);
     assert_eq!(field(&systemd.next(), "STOPPING"), Some("1"));
-    assert!(h.wait_exit(Duration::from_secs(20)).success());
+    assert!(h.wait_exit(WAIT).success());
 }
 
 #[test]
@@ -76,7 +75,7 @@ fn notifies_systemd_at_a_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
     speaks_the_notify_protocol(FakeSystemd(socket), path.to_str().unwrap());
 }
 
@@ -85,6 +84,6 @@ fn notifies_systemd_in_the_abstract_namespace() {
     let name = format!("hotswap-test-{}-{:?}", std::process::id(), Instant::now());
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let socket = UnixDatagram::bind_addr(&addr).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
     speaks_the_notify_protocol(FakeSystemd(socket), &format!("@{name}"));
 }

@@ -1,13 +1,11 @@
 //! Bad input (DESIGN.md §1): exit code 2, one clear line on stderr naming the culprit (clap's
 //! "try --help" hint may follow), and nothing started — no `started` line, no process left.
 
-mod support;
-
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
-use support::{free_port, path_str, run_hotswap};
+use crate::support::{free_port, path_str, pids_with_env, port_is_closed, run_hotswap};
 
 /// One invocation that must be refused, with its own temp dir and a marker in its environment
 /// that every process it might have started would inherit.
@@ -56,26 +54,18 @@ impl Refusal {
                 "more than one line of error on stderr: {extra:?}\nwhole stderr:\n{stderr}"
             );
         }
+        self.assert_nothing_started(out);
+    }
+
+    /// Asserts that no child was started or left running, and no control socket left behind.
+    fn assert_nothing_started(&self, out: &Output) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains(" started "), "a generation was started:\n{stderr}");
         let left = pids_with_env("BAD_INPUT_MARKER", &self.marker);
         assert!(left.is_empty(), "processes left running after a refused start: {left:?}");
         let control = self.dir.path().join("ctl.sock");
         assert!(!control.exists(), "control socket {} left behind", control.display());
     }
-}
-
-/// Pids (other than ours) whose environment contains `key=value`.
-fn pids_with_env(key: &str, value: &str) -> Vec<i32> {
-    let needle = format!("{key}={value}").into_bytes();
-    support::all_processes()
-        .into_iter()
-        .filter(|p| p.pid != std::process::id() as i32 && !matches!(p.state, 'Z' | 'X'))
-        .filter(|p| {
-            std::fs::read(format!("/proc/{}/environ", p.pid))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_slice()))
-        })
-        .map(|p| p.pid)
-        .collect()
 }
 
 #[test]
@@ -123,7 +113,7 @@ fn a_missing_command_is_refused() {
     let out = r.run(&["-l", &port.to_string()]);
     r.assert_refused(&out, &["command"]);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    assert!(support::port_is_closed(addr), "port {port} is open after a refused start");
+    assert!(port_is_closed(addr), "port {port} is open after a refused start");
 }
 
 #[test]
@@ -156,6 +146,19 @@ fn an_unknown_signal_is_named() {
     let r = Refusal::new();
     let out = r.run(&["--stop-signal", "NOPE", "-l", "127.0.0.1:0", "--", "sleep", "30"]);
     r.assert_refused(&out, &["--stop-signal", "NOPE"]);
+}
+
+/// clap's usage errors (an option hotswap does not have) exit 2 too, naming the option; clap
+/// adds a tip and the usage to its line.
+#[test]
+fn an_unknown_option_exits_2() {
+    let r = Refusal::new();
+    let out = r.run(&["--no-such-option", "-l", "127.0.0.1:0", "--", "sleep", "30"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit status {}; stderr:\n{stderr}", out.status);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.contains("'--no-such-option'"), "first stderr line {first:?}");
+    r.assert_nothing_started(&out);
 }
 
 #[test]

@@ -1,13 +1,10 @@
 //! Retiring a generation (issue #3): a child that ignores the stop signal is SIGKILLed with its
 //! whole process group at `--drain-timeout`, leaving no zombie; the stop signal is configurable.
 
-mod reload_common;
-mod support;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use reload_common::*;
-use support::{pid_alive, proc_stat, zombies_of};
+use crate::support::service::*;
+use crate::support::{GENEROUS, pid_alive, proc_stat, zombies_of};
 
 /// The `worker pid N` line a server started with `--spawn-worker` prints.
 fn worker_pid(svc: &Service) -> i32 {
@@ -20,6 +17,7 @@ fn worker_pid(svc: &Service) -> i32 {
 fn a_child_ignoring_the_stop_signal_is_killed_with_its_group_at_drain_timeout() {
     let command = server_by_generation(&[(1, "--ignore-term --spawn-worker")], "");
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let drain = Duration::from_secs(1);
     let svc = Service::start(&["--drain-timeout", "1s"], &command, &[]);
     let child = svc.get().pid().expect("X-Pid") as i32;
     let worker = worker_pid(&svc);
@@ -29,16 +27,18 @@ fn a_child_ignoring_the_stop_signal_is_killed_with_its_group_at_drain_timeout() 
 
     let switch = svc.hup_and_wait(2, 1);
     assert_eq!(switch.old_pids, [child as u32]);
-    let lines = svc.hs.stderr_lines();
+    let lines = svc.hs.stderr().lines();
     let kill_line =
         format!("gen 1 pid {child} still running after 1s: SIGKILL to its process group");
     let killed_at = index_of(&lines, switch.retiring_at, &kill_line)
         .unwrap_or_else(|| panic!("no {kill_line:?} after the retiring line: {lines:#?}"));
     assert!(killed_at < switch.gone_at, "{lines:#?}");
+    // Killed at the drain timeout: not before (a wait happened), and not much later (no event
+    // marks "much later", so the bound is GENEROUS).
     assert!(
-        switch.drained_after >= Duration::from_millis(950)
-            && switch.drained_after < Duration::from_secs(5),
-        "drained after {:?}, expected about the 1s drain timeout",
+        switch.drained_after >= drain - Duration::from_millis(50)
+            && switch.drained_after < drain * GENEROUS,
+        "drained after {:?}, expected about the {drain:?} drain timeout",
         switch.drained_after
     );
 
@@ -56,7 +56,7 @@ fn a_child_ignoring_the_stop_signal_is_killed_with_its_group_at_drain_timeout() 
 }
 
 /// `--stop-signal INT`: the retiring child gets SIGINT (which this one handles by exiting),
-/// not SIGTERM (which it ignores), so it is gone long before the drain timeout.
+/// not SIGTERM (which it ignores), so it is gone before the drain timeout: no SIGKILL.
 #[test]
 fn the_stop_signal_is_configurable() {
     let script = "trap '' TERM; \
@@ -67,12 +67,13 @@ fn the_stop_signal_is_configurable() {
         &["sh", "-c", script],
         &[],
     );
-    let began = Instant::now();
     let switch = svc.hup_and_wait(2, 1);
-    assert!(svc.logged_after(0, "gen 1 got INT"), "gen 1 never got SIGINT");
+    let lines = svc.hs.stderr().lines();
+    let got_int = index_of(&lines, 0, "gen 1 got INT").expect("gen 1 never got SIGINT");
+    assert!(got_int < switch.gone_at, "gone before it got SIGINT: {lines:#?}");
+    // Gone before the drain timer fired: it would have logged the SIGKILL it sends.
     assert!(!svc.logged_after(0, "SIGKILL"), "gen 1 was killed instead");
-    assert!(switch.drained_after < Duration::from_secs(5), "{switch:?}");
-    assert!(began.elapsed() < Duration::from_secs(8));
+    assert!(switch.drained_after < Duration::from_secs(10), "{switch:?}");
     assert!(!svc.logged_after(0, "gen 2 got INT"), "the new generation got the stop signal");
     assert!(!pid_alive(switch.old_pids[0] as i32));
 }

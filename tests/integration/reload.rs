@@ -1,15 +1,13 @@
 //! Hot reload under load (issue #3): HUP after HUP, `hotswap reload --wait`, and HUPs that
 //! arrive while a generation is still starting.
 
-mod reload_common;
-mod support;
-
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use reload_common::*;
-use support::load::{LoadConfig, Target, spawn_in_thread};
-use support::pid_alive;
+
+use crate::support::load::{LoadConfig, Target, spawn_in_thread};
+use crate::support::service::*;
+use crate::support::{GENEROUS, pid_alive};
 
 /// Five HUPs, one after the other, while new-connection and keep-alive clients hammer the
 /// socket (half of them on a slow path, so requests are in flight when a generation retires):
@@ -49,11 +47,13 @@ fn five_hups_under_load_lose_no_request() {
     for report in [&fast, &slow] {
         assert_eq!(report.generation_order, [1, 2, 3, 4, 5, 6], "{}", report.summary());
     }
-    assert!(began.elapsed() < Duration::from_secs(20), "5 reloads took {:?}", began.elapsed());
+    // Each reload takes well under a second on a quiet machine.
+    let bound = Duration::from_secs(4) * GENEROUS;
+    assert!(began.elapsed() < bound, "5 reloads took {:?}", began.elapsed());
     for pid in retired {
         assert!(!pid_alive(pid as i32), "retired pid {pid} is still alive");
     }
-    assert_eq!(svc.status()["generation"], 6);
+    assert_eq!(svc.status().generation, Some(6));
 }
 
 /// `hotswap reload --wait` prints each step of the reload with the right pids, exits 0 when the
@@ -109,7 +109,7 @@ fn reloads_during_a_slow_start_coalesce_into_one_more_generation() {
     let load = svc.load();
     wait_for_ok(&load, 0, 20);
 
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
     svc.hs.signal(Signal::SIGHUP);
     svc.hs.wait_for_stderr_after(from, "gen 2 started (pids ", WAIT);
     // While generation 2 starts: three HUPs at once, then two control-socket reloads, which
@@ -133,16 +133,22 @@ fn reloads_during_a_slow_start_coalesce_into_one_more_generation() {
     // A further pending reload would have started as generation 3 took over; the status query
     // is answered after that moment.
     let status = svc.status();
-    assert_eq!(status["generation"], 3, "{status}");
-    let children = status["children"].as_array().expect("children[]");
+    assert_eq!(status.generation, Some(3), "{status:#?}");
     assert!(
-        children.iter().all(|c| c["generation"] == 3),
-        "only generation 3 should run: {status}"
+        status.children.iter().all(|c| c.generation == 3),
+        "only generation 3 should run: {status:#?}"
     );
     assert!(!svc.logged_after(0, "gen 4 started"), "a 4th generation started");
     assert_eq!(svc.get().pid().map(|p| vec![p]), Some(third.new_pids));
 
     let report = load.stop_and_finish();
     assert_no_failures(&report, "load across coalesced reloads");
-    assert_eq!(report.generation_order, [1, 2, 3], "{}", report.summary());
+    // Generation 2 serves alone only while generation 3 starts, so its first answer may well
+    // complete after generation 3's first one: the answers begin with generation 1's and end
+    // with generation 3's, and no other generation answered.
+    let s = report.summary();
+    assert_eq!(report.generations(), [1, 2, 3], "{s}");
+    assert_eq!(report.generation_order.first(), Some(&1), "{s}");
+    let last = report.generation_seen.iter().max_by_key(|(_, (_, last))| *last).map(|(g, _)| *g);
+    assert_eq!(last, Some(3), "the last answers: {:?}; {s}", report.generation_seen);
 }

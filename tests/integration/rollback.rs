@@ -2,24 +2,30 @@
 //! reason, the old generation serves throughout without a failed request, `status` records it,
 //! and the next reload works (the failed generation used up its number).
 
-mod reload_common;
-mod support;
+use std::time::{Duration, Instant};
 
-use std::time::Duration;
+use hotswap::protocol::control::LastReloadResult;
 
-use reload_common::*;
-use support::pid_alive;
+use crate::support::pid_alive;
+use crate::support::service::*;
 
 /// Runs a failing reload to generation 2 under load; returns the reason `reload --wait` gave.
 /// `only_old_answers`: whether generation 2 never accepts a connection (so every answer must
 /// be generation 1's, not just the answers after the rollback).
-fn rolled_back_reload(svc: &Service, expected_reason: &str, only_old_answers: bool) {
+fn rolled_back_reload(
+    svc: &Service,
+    expected_reason: &str,
+    min_duration: Duration,
+    only_old_answers: bool,
+) {
     let old_pid = svc.get().pid().expect("X-Pid");
     let load = svc.load();
     wait_for_ok(&load, 0, 50);
-    let from = svc.hs.stderr_len();
+    let from = svc.hs.stderr().line_count();
 
+    let began = Instant::now();
     let out = svc.cli(&["reload", "--wait"]);
+    let took = began.elapsed();
     assert_eq!(out.status.code(), Some(1), "reload --wait: {}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -51,15 +57,15 @@ fn rolled_back_reload(svc: &Service, expected_reason: &str, only_old_answers: bo
     assert_eq!(svc.get().pid(), Some(old_pid));
 
     let status = svc.status();
-    assert_eq!(status["generation"], 1, "{status}");
-    let last = &status["last_reload"];
-    assert_eq!(last["generation"], 2, "{status}");
-    assert_eq!(last["result"], "rolled_back", "{status}");
-    let reason = last["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains(expected_reason), "last_reload.reason: {status}");
-    assert!(last["duration_ms"].is_u64(), "{status}");
-    let children = status["children"].as_array().expect("children[]");
-    assert!(children.iter().all(|c| c["generation"] == 1 && c["pid"] == old_pid), "{status}");
+    assert_eq!(status.generation, Some(1), "{status:#?}");
+    let last = status.last_reload.as_ref().expect("last_reload after a reload");
+    assert_eq!((last.generation, last.result), (2, LastReloadResult::RolledBack), "{status:#?}");
+    let reason = last.reason.as_deref().unwrap_or_default();
+    assert!(reason.contains(expected_reason), "last_reload.reason: {status:#?}");
+    // From generation 2's start to its failure: within the time `reload --wait` waited.
+    let duration = Duration::from_millis(last.duration_ms);
+    assert!(min_duration <= duration && duration <= took, "{duration:?}, waited {took:?}");
+    assert!(status.children.iter().all(|c| c.generation == 1 && c.pid == old_pid), "{status:#?}");
 }
 
 /// Generation 2 exits with status 1 at start.
@@ -68,15 +74,18 @@ fn a_generation_that_exits_at_start_is_rolled_back() {
     let command = server_by_generation(&[(2, "--exit-at-start 1")], "");
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let svc = Service::start(&[], &command, &[]);
-    rolled_back_reload(&svc, "exited with status 1", true);
+    rolled_back_reload(&svc, "exited with status 1", Duration::ZERO, true);
 
     // The next reload works, and it is generation 3: the failed one used up its number.
     let switch = svc.hup_and_wait(3, 1);
     assert_eq!(svc.get().pid().map(|p| vec![p]), Some(switch.new_pids));
     let status = svc.status();
-    assert_eq!(status["generation"], 3, "{status}");
-    assert_eq!(status["last_reload"]["generation"], 3, "{status}");
-    assert_ne!(status["last_reload"]["result"], "rolled_back", "{status}");
+    assert_eq!(status.generation, Some(3), "{status:#?}");
+    let last = status.last_reload.as_ref().expect("last_reload");
+    assert_eq!(
+        (last.generation, last.result, last.reason.as_deref()),
+        (3, LastReloadResult::Ok, None)
+    );
 }
 
 /// Generation 2 runs but never says it is ready: rolled back at `--ready-timeout`.
@@ -88,6 +97,6 @@ fn a_generation_that_never_becomes_ready_is_rolled_back() {
     let begin = std::time::Instant::now();
     // Generation 2 accepts connections while it starts, so both generations may answer until
     // the rollback; generation 2 then drains like any retiring generation.
-    rolled_back_reload(&svc, "not ready after 2s", false);
+    rolled_back_reload(&svc, "not ready after 2s", Duration::from_secs(2), false);
     assert!(begin.elapsed() >= Duration::from_secs(2), "rolled back before the ready timeout");
 }

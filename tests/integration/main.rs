@@ -1,0 +1,19 @@
+//! hotswap's integration tests: one binary (cargo finds `tests/integration/main.rs`), so the
+//! harness in `support` compiles once and every helper in it is used by some test. Each module is
+//! one area, running the real binary with real children.
+
+mod support;
+
+mod activation;
+mod addresses;
+mod bad_input;
+mod control;
+mod drain;
+mod forward_signals;
+mod lifecycle;
+mod load_client;
+mod notify;
+mod readiness;
+mod reload;
+mod rollback;
+mod upstream;
