@@ -1,7 +1,7 @@
 //! The deterministic supervisor: events in, actions out.
 //!
 //! Architecture invariant: nothing in here performs I/O, reads the clock or
-//! depends on tokio, nix or libc (`tests/tidy.rs` checks). Time comes in as
+//! depends on tokio, nix or libc (`src/tidy.rs` checks). Time comes in as
 //! `now`; work goes out as `Action`s for the driver to perform.
 #![warn(missing_docs)]
 

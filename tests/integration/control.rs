@@ -122,7 +122,12 @@ fn status_json_describes_the_service() {
     assert_eq!(s.pid, svc.hs.pid() as u32, "{s:#?}");
     assert!(before <= s.started_at && s.started_at <= asked, "started_at: {s:#?}");
     assert_eq!(s.binary, path_str(&hotswap_bin()), "{s:#?}");
-    let socket = SocketStatus { fd: 3, name: "unknown".into(), address: svc.addr.to_string() };
+    let socket = SocketStatus {
+        fd: Some(3),
+        name: "unknown".into(),
+        address: svc.addr.to_string(),
+        origin: "listen".into(),
+    };
     assert_eq!(s.sockets, std::slice::from_ref(&socket), "an unnamed --listen socket");
     assert_eq!(s.generation, Some(1), "{s:#?}");
     let [c] = &s.children[..] else { panic!("not one child: {s:#?}") };
