@@ -88,7 +88,7 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
     cleanup.files.extend(listeners.iter().filter_map(|l| l.created_file.clone()));
 
     process::become_subreaper().map_err(|e| StartError::Io("PR_SET_CHILD_SUBREAPER".into(), e))?;
-    process::unblock_all_signals().map_err(|e| StartError::Io("signal mask".into(), e))?;
+    process::ignore_unused_signals().map_err(|e| StartError::Io("signals".into(), e))?;
     let control_path = args.control.unwrap_or_else(|| paths::control_socket(&name));
     let control_socket = control::bind(&control_path)?;
     cleanup.files.push(control_path);

@@ -74,6 +74,9 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
     let mut chld = signal(SignalKind::child())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut winch = signal(SignalKind::window_change())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    // Handlers exist: what arrived since hotswap's first instruction is delivered now.
+    process::unblock_all_signals()?;
 
     let (heard, mut heard_rx) = mpsc::unbounded_channel();
     let (probe_due, mut probe_due_rx) = mpsc::unbounded_channel();
@@ -115,6 +118,10 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
             _ = quit.recv() => Some(Event::Stop { graceful: false }),
             _ = usr1.recv() => Some(Event::Forward { signal: libc::SIGUSR1 }),
             _ = winch.recv() => Some(Event::Forward { signal: libc::SIGWINCH }),
+            _ = usr2.recv() => {
+                tracing::warn!("USR2 ignored: this hotswap cannot re-execute itself");
+                None
+            }
             _ = chld.recv() => {
                 driver.reap(&mut sup);
                 None

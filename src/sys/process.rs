@@ -25,11 +25,61 @@ pub fn become_subreaper() -> io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
 }
 
-/// Unblocks every signal in hotswap itself: a supervisor started with HUP or
-/// TERM blocked (its parent's mask is inherited) would never hear them. Call
-/// before the runtime starts a thread.
+/// The signals hotswap handles (DESIGN.md §2).
+pub const HANDLED: [Signal; 8] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCHLD,
+];
+
+/// Signals whose default action would end hotswap and that it has no use
+/// for (SIGPIPE is ignored by Rust's runtime already). The real-time
+/// signals from `SIGRTMIN` on are ignored too.
+const UNUSED: [Signal; 8] = [
+    Signal::SIGALRM,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGIO,
+    Signal::SIGPWR,
+    Signal::SIGSTKFLT,
+    Signal::SIGXCPU,
+    Signal::SIGXFSZ,
+];
+
+/// Blocks exactly the handled signals, from hotswap's first instruction
+/// until the runtime's handlers exist: a HUP sent the moment the pid file
+/// or the control socket appears waits, and is then a reload, never a
+/// death. Every other signal is unblocked: a mask inherited from hotswap's
+/// parent would make it deaf.
+pub fn block_handled_signals() -> io::Result<()> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in HANDLED {
+        set.add(sig);
+    }
+    set.thread_set_mask().map_err(io::Error::from)
+}
+
+/// Unblocks everything: once the handlers are installed, pending signals
+/// are delivered to them. Also for a client command, which handles none.
 pub fn unblock_all_signals() -> io::Result<()> {
     nix::sys::signal::SigSet::empty().thread_set_mask().map_err(io::Error::from)
+}
+
+/// Ignores every signal hotswap neither handles nor forwards, so none of
+/// them can end it by accident.
+pub fn ignore_unused_signals() -> io::Result<()> {
+    for sig in UNUSED {
+        super::raw::ignore_signal(sig as i32)?;
+    }
+    for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        super::raw::ignore_signal(sig)?;
+    }
+    Ok(())
 }
 
 /// Sends `signal` to one process. A process already gone is not an error.

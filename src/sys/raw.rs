@@ -10,6 +10,7 @@
 //!    `LISTEN_FDS`, one received as `SCM_RIGHTS`, one `accept4` returned).
 //! 4. `pin_fd`: `dup3` onto a chosen fd number.
 //! 5. `cloexec_from`: `close_range(CLOSE_RANGE_CLOEXEC)`, or `fcntl` per fd.
+//! 6. `ignore_signal`: `signal(sig, SIG_IGN)`.
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, OsString};
@@ -22,21 +23,8 @@ use std::process::{Command, Stdio};
 
 use libc::c_char;
 
-/// Signals whose disposition hotswap changes (tokio installs handlers for
-/// them; Rust ignores SIGPIPE). Handlers revert to default at exec by
-/// themselves; resetting them first closes the window in which a signal
-/// aimed at the new child would run hotswap's handler instead.
-const HANDLED_SIGNALS: [i32; 9] = [
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGTERM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-    libc::SIGCHLD,
-    libc::SIGPIPE,
-];
+/// The highest signal number (`SIGRTMAX` on Linux, every architecture).
+const LAST_SIGNAL: i32 = 64;
 
 const LISTEN_PID: &[u8] = b"LISTEN_PID=";
 
@@ -154,10 +142,18 @@ impl ExecPlan {
                 }
                 // Dispositions first, then the mask (std leaves the parent's
                 // in place): a signal pending in between meets the default
-                // action, never hotswap's handler.
-                for sig in HANDLED_SIGNALS {
-                    libc::signal(sig, libc::SIG_DFL);
+                // action, never hotswap's handler. Every disposition goes
+                // back to default (hotswap handles some and ignores others;
+                // handlers revert at exec by themselves, ignored ones do
+                // not), except SIGPIPE: ignored, as systemd starts services,
+                // so a child whose log reader went away gets EPIPE, not
+                // death. glibc refuses its own two (32, 33): harmless.
+                for sig in 1..=LAST_SIGNAL {
+                    if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                        libc::signal(sig, libc::SIG_DFL);
+                    }
                 }
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
                 let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
                 libc::sigemptyset(empty.as_mut_ptr());
                 libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
@@ -184,6 +180,16 @@ impl ExecPlan {
         // hotswap reaps every child itself (waitpid(-1)); std's Child neither waits nor kills on drop.
         Ok(child.id())
     }
+}
+
+/// Ignores `sig` in hotswap (never in a child: the spawn resets it).
+pub fn ignore_signal(sig: i32) -> io::Result<()> {
+    // SAFETY: SIG_IGN installs no handler code, so no handler can run at
+    // the wrong time; the call only changes the disposition.
+    if unsafe { libc::signal(sig, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Writes `n` in decimal at the start of `buf`; returns the length. No allocation.
