@@ -82,19 +82,21 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
     let options = SocketOptions {
         backlog: args.backlog,
         reuse_port: args.reuse_port,
-        socket_mode: args.socket_mode,
+        // The documented default, applied explicitly: bind() alone gives 0777 & ~umask.
+        socket_mode: args.socket_mode.unwrap_or(0o666 & !process::umask()),
     };
     let listeners = sockets::open_all(&inherited, &args.listen, options)?;
     cleanup.files.extend(listeners.iter().filter_map(|l| l.created_file.clone()));
 
     process::become_subreaper().map_err(|e| StartError::Io("PR_SET_CHILD_SUBREAPER".into(), e))?;
     process::ignore_unused_signals().map_err(|e| StartError::Io("signals".into(), e))?;
+    for stale in paths::clean_stale(&paths::runtime_dir()) {
+        tracing::info!("removed {}, left by a hotswap that is gone", stale.display());
+    }
     let control_path = args.control.unwrap_or_else(|| paths::control_socket(&name));
     let control_socket = control::bind(&control_path)?;
     cleanup.files.push(control_path);
-    let notify_dir = paths::notify_dir(&name, std::process::id());
-    paths::private_dir(&notify_dir)
-        .map_err(|e| StartError::Io(notify_dir.display().to_string(), e))?;
+    let notify_dir = notify_dir(&name)?;
     cleanup.dirs.push(notify_dir.clone());
     let (intercept, claims) = match args.intercept_bind {
         OnOff::On => match start_claims(&name) {
@@ -156,6 +158,28 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
         .build()
         .map_err(|e| StartError::Io("tokio runtime".into(), e))?;
     runtime.block_on(driver::run(service)).map_err(|e| StartError::Io("event loop".into(), e))
+}
+
+/// The longest notify socket name, `<generation>.<instance>.<n>`, with room to spare.
+const NOTIFY_NAME_MAX: usize = 40;
+
+/// The directory of the children's notify sockets: in the runtime directory,
+/// or, when a socket there would not fit `sun_path`, a short private one.
+fn notify_dir(name: &str) -> Result<PathBuf, StartError> {
+    let dir = paths::notify_dir(name, std::process::id());
+    if paths::socket_fits(&dir, NOTIFY_NAME_MAX) {
+        paths::private_dir(&dir).map_err(|e| StartError::Io(dir.display().to_string(), e))?;
+        return Ok(dir);
+    }
+    let short = paths::short_private_dir().map_err(|e| {
+        StartError::Io(format!("{} is too long for unix sockets", dir.display()), e)
+    })?;
+    tracing::info!(
+        "notify sockets in {} ({} is too long for a unix socket path)",
+        short.display(),
+        dir.display()
+    );
+    Ok(short)
 }
 
 /// The preload library's file and the claim socket children ask.

@@ -387,7 +387,7 @@ impl Supervisor {
                 child.phase = ChildPhase::Killed;
                 let (generation, after) = (child.generation, self.config.drain_timeout);
                 self.log(Notice::Killing { generation, pid, after });
-                self.push(Action::KillGroup { pgid: pid });
+                self.push(Action::Kill { pid });
             }
             (Running { .. }, Timer::Restart { generation, instance }) => {
                 self.spawn(generation, instance)
@@ -753,7 +753,7 @@ impl Supervisor {
             child.phase = ChildPhase::Killed;
             self.timers.cancel(Timer::Kill(pid));
             self.timers.cancel(Timer::ReadyDelay(pid));
-            self.push(Action::KillGroup { pgid: pid });
+            self.push(Action::Kill { pid });
         }
     }
 

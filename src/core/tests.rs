@@ -277,7 +277,7 @@ fn graceful_stop_drains_then_kills_the_group_at_the_timeout() {
     assert_eq!(h.sup.snapshot().children[0].state, ChildPhase::Draining);
     assert!(h.advance(Duration::from_secs(29)).is_empty());
     let actions = h.advance(Duration::from_secs(1));
-    assert_eq!(without_logs(actions), vec![Action::KillGroup { pgid: 100 }]);
+    assert_eq!(without_logs(actions), vec![Action::Kill { pid: 100 }]);
     assert_eq!(without_logs(h.exit(100, ExitStatus::Signaled(9))), vec![Action::Exit { code: 0 }]);
 }
 
@@ -297,13 +297,13 @@ fn quit_kills_at_once_and_a_second_stop_escalates() {
     let actions = h.event(Event::Stop { graceful: false });
     assert_eq!(
         without_logs(actions),
-        vec![Action::Upstream(Upstream::Stopping), Action::KillGroup { pgid: 100 }]
+        vec![Action::Upstream(Upstream::Stopping), Action::Kill { pid: 100 }]
     );
 
     let mut h = Harness::serving(config());
     h.event(Event::Stop { graceful: true });
     assert!(h.event(Event::Stop { graceful: true }).is_empty(), "a second TERM changes nothing");
-    assert_eq!(h.event(Event::Stop { graceful: false }), vec![Action::KillGroup { pgid: 100 }]);
+    assert_eq!(h.event(Event::Stop { graceful: false }), vec![Action::Kill { pid: 100 }]);
 }
 
 #[test]
@@ -395,7 +395,7 @@ fn a_new_generation_not_ready_in_time_is_retired_like_an_old_one() {
     assert_eq!(logs(&actions)[0], "gen 2 failed: not ready after 2s");
     assert_eq!(without_logs(actions)[0], term(101), "it may hold accepted connections: drain it");
     let actions = h.advance(Duration::from_secs(30));
-    assert_eq!(without_logs(actions), vec![Action::KillGroup { pgid: 101 }]);
+    assert_eq!(without_logs(actions), vec![Action::Kill { pid: 101 }]);
     let actions = h.exit(101, ExitStatus::Signaled(9));
     assert_eq!(logs(&actions), vec!["gen 2 gone, drained after 30s"]);
     assert_eq!(h.sup.snapshot().serving(), Some(1));
@@ -563,7 +563,7 @@ fn a_stop_leaves_only_the_kills_of_draining_children() {
     h.advance(Duration::from_secs(10));
     h.event(Event::Stop { graceful: true });
     let actions = h.advance(Duration::from_secs(20));
-    assert!(actions.contains(&Action::KillGroup { pgid: 100 }), "{actions:?}");
+    assert!(actions.contains(&Action::Kill { pid: 100 }), "{actions:?}");
 }
 
 #[test]
@@ -753,7 +753,7 @@ impl Record {
         for action in actions {
             assert!(!self.exited, "seed {seed}: {action:?} after Exit");
             match action {
-                Action::Signal { pid, .. } | Action::KillGroup { pgid: pid } => assert!(
+                Action::Signal { pid, .. } | Action::Kill { pid } => assert!(
                     !self.gone.contains(pid) && h.sup.is_child(*pid),
                     "seed {seed}: {action:?} to a pid that is no child (any more)"
                 ),

@@ -236,10 +236,11 @@ pub enum Action {
         /// The signal's number.
         signal: i32,
     },
-    /// SIGKILL to the child's whole process group (its pid is the group id).
-    KillGroup {
-        /// The child's pid, which is its process group id.
-        pgid: Pid,
+    /// SIGKILL to the child and everything it started: its cgroup, or its
+    /// process group, process tree and the orphans of its tree.
+    Kill {
+        /// The child.
+        pid: Pid,
     },
     /// The child's start is over (ready, retiring or killed): stop watching
     /// its readiness (sampling `/proc`, running its probe).
@@ -484,7 +485,7 @@ impl fmt::Display for Notice {
             }
             Notice::Killing { generation, pid, after } => write!(
                 f,
-                "gen {generation} pid {pid} still running after {}: SIGKILL to its process group",
+                "gen {generation} pid {pid} still running after {}: SIGKILL to it and all it started",
                 fmt_duration(*after)
             ),
             Notice::Stopping { pids } if pids.is_empty() => write!(f, "stopping"),

@@ -3,6 +3,7 @@
 //! core's `Action`s through `sys`. No policy lives here.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,6 +22,7 @@ use crate::sys::control::ControlRequest;
 use crate::sys::process::{self, Exit};
 use crate::sys::sockets::Sockets;
 use crate::sys::spawn::{Spawner, spawn_probe};
+use crate::sys::tracking::Tracker;
 use crate::sys::upstream::{UpstreamSocket, monotonic_usec};
 
 mod children;
@@ -61,6 +63,8 @@ struct Driver {
     heard: channels::Reports,
     /// Where a failed probe's retry timer asks for the next probe of a child.
     probe_due: mpsc::UnboundedSender<Pid>,
+    /// Which processes each child started.
+    tracker: Tracker,
     exit: Option<i32>,
 }
 
@@ -102,6 +106,7 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
         spawned: 0,
         heard,
         probe_due,
+        tracker: Tracker::new(),
         exit: None,
     };
 
@@ -171,10 +176,8 @@ impl Driver {
                     tracing::warn!("signal {signal} to pid {pid}: {e}");
                 }
             }
-            Action::KillGroup { pgid } => {
-                if let Err(e) = process::kill_group(pgid) {
-                    tracing::warn!("SIGKILL to process group {pgid}: {e}");
-                }
+            Action::Kill { pid } => {
+                self.tracker.kill_all_of(pid);
             }
             Action::Settled { pid } => self.children.settled(pid),
             Action::Upstream(message) => self.tell_systemd(message),
@@ -201,7 +204,10 @@ impl Driver {
                     let _ = tx.send(done(outcome));
                 }
             }
-            Action::Exit { code } => self.exit = Some(code),
+            Action::Exit { code } => {
+                self.tracker.shutdown();
+                self.exit = Some(code);
+            }
         }
     }
 
@@ -219,9 +225,20 @@ impl Driver {
             }
         };
         let extra_fds = channels.child_fds();
-        match self.service.spawner.spawn(generation, instance, channels.env.clone(), &extra_fds) {
+        let placement = match self.tracker.place(generation, self.spawned) {
+            Ok(placement) => placement,
+            Err(e) => {
+                channels.discard();
+                let reason = format!("a cgroup for it: {e}");
+                return Event::SpawnFailed { generation, instance, status: None, reason };
+            }
+        };
+        let cgroup = placement.cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
+        let env = channels.env.clone();
+        match self.service.spawner.spawn(generation, instance, env, &extra_fds, cgroup) {
             Ok(pid) => {
                 tracing::debug!("gen {generation} instance {instance} spawned pid {pid}");
+                self.tracker.spawned(pid, generation, instance, placement);
                 let watch = match channels.watch(pid, self.uid, self.heard.clone()) {
                     Ok(watch) => Some(watch),
                     Err(e) => {
@@ -235,6 +252,7 @@ impl Driver {
             }
             Err(e) => {
                 channels.discard();
+                self.tracker.unplaced(placement);
                 let status = Some(ExitStatus::Exited(e.exit_code()));
                 Event::SpawnFailed { generation, instance, status, reason: e.to_string() }
             }
@@ -258,7 +276,21 @@ impl Driver {
 
     /// Every exit, children, probes and adopted orphans alike.
     fn reap(&mut self, sup: &mut Supervisor) {
-        for (pid, exit) in process::reap_all(|pid| sup.is_child(pid)) {
+        let tracker = &mut self.tracker;
+        let before_reap = |pid| {
+            // Nothing a child started outlives it (DESIGN.md §2).
+            let Some(generation) = sup.generation_of(pid) else { return };
+            let left = tracker.kill_all_of(pid);
+            if !left.is_empty() {
+                tracing::warn!(
+                    "gen {generation} pid {pid} exited and left {} process(es) running: killed pids {}",
+                    left.len(),
+                    core::fmt_pids(&left)
+                );
+            }
+        };
+        for (pid, exit) in process::reap_all(before_reap) {
+            self.tracker.reaped(pid);
             match self.children.reaped(pid) {
                 Reaped::Child | Reaped::Other => {
                     // The core ignores pids that are not its children.

@@ -28,6 +28,11 @@ pub struct ControlRequest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
+    #[error(
+        "control socket {0}: {1} bytes, longer than a unix socket path can be ({max}); use --control PATH or a shorter XDG_RUNTIME_DIR",
+        max = super::paths::SUN_PATH_MAX
+    )]
+    TooLong(PathBuf, usize),
     #[error("another hotswap is running with control socket {0} (use --name or --control)")]
     Live(PathBuf),
     #[error("control socket {0}: {1}")]
@@ -38,6 +43,10 @@ pub enum BindError {
 /// one means this service already runs.
 pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> {
     let io_err = |e| BindError::Io(path.to_path_buf(), e);
+    let len = path.as_os_str().len();
+    if len > super::paths::SUN_PATH_MAX {
+        return Err(BindError::TooLong(path.to_path_buf(), len));
+    }
     if let Some(dir) = path.parent() {
         private_dir(dir).map_err(io_err)?;
     }

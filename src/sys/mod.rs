@@ -15,4 +15,5 @@ pub mod procfs;
 mod raw;
 pub mod sockets;
 pub mod spawn;
+pub mod tracking;
 pub mod upstream;

@@ -38,6 +38,51 @@ pub fn claim_socket(name: &str, pid: u32) -> String {
     format!("hotswap/{name}.{pid}.claim")
 }
 
+/// The longest path a unix socket can be bound at (`sun_path` holds 108
+/// bytes with the terminating NUL; unix(7)).
+pub const SUN_PATH_MAX: usize = 107;
+
+/// Whether a socket named by up to `name_len` bytes fits in `dir`.
+pub fn socket_fits(dir: &Path, name_len: usize) -> bool {
+    dir.as_os_str().len() + 1 + name_len <= SUN_PATH_MAX
+}
+
+/// A fresh private directory with a short path, for sockets that would not
+/// fit under a deep runtime directory: `/tmp/hotswap-XXXXXX`, mode 0700,
+/// created atomically with a random name (no one can have prepared it).
+pub fn short_private_dir() -> io::Result<PathBuf> {
+    Ok(nix::unistd::mkdtemp("/tmp/hotswap-XXXXXX")?)
+}
+
+/// Removes what hotswaps that died without cleaning up (SIGKILL, a crash)
+/// left in `dir`: control sockets nobody accepts on, and notify directories
+/// whose hotswap pid is gone. Returns what it removed.
+pub fn clean_stale(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else { continue };
+        let stale = if let Some(rest) = file.strip_suffix(".notify") {
+            // NAME.PID.notify
+            let pid = rest.rsplit('.').next().and_then(|p| p.parse::<i32>().ok());
+            pid.is_some_and(|pid| !alive(pid)) && std::fs::remove_dir_all(&path).is_ok()
+        } else if file.ends_with(".sock") {
+            super::sockets::remove_stale_socket(&path).is_ok() && !path.exists()
+        } else {
+            false
+        };
+        if stale {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+fn alive(pid: i32) -> bool {
+    use nix::errno::Errno;
+    !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(Errno::ESRCH))
+}
+
 /// Creates `dir` (and parents) with mode 0700 if missing.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     if !dir.exists() {

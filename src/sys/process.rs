@@ -82,6 +82,15 @@ pub fn ignore_unused_signals() -> io::Result<()> {
     Ok(())
 }
 
+/// The process's umask (read by setting it and setting it back: call
+/// while hotswap is single-threaded).
+pub fn umask() -> u32 {
+    use nix::sys::stat::{Mode, umask};
+    let mask = umask(Mode::empty());
+    umask(mask);
+    mask.bits()
+}
+
 /// Sends `signal` to one process. A process already gone is not an error.
 pub fn signal(pid: Pid, signal: i32) -> io::Result<()> {
     let sig = Signal::try_from(signal).map_err(io::Error::from)?;
@@ -101,11 +110,11 @@ pub fn kill_group(pgid: Pid) -> io::Result<()> {
 
 /// Reaps every process that has exited, children and adopted orphans alike.
 ///
-/// For a child hotswap spawned (`is_child`), the rest of its process group
-/// is killed *before* the child is reaped: while it is a zombie its pid
-/// cannot be reused, so the group id still names only its own workers.
-/// A child's process group never outlives the child.
-pub fn reap_all(is_child: impl Fn(Pid) -> bool) -> Vec<(Pid, Exit)> {
+/// `before_reap` sees each exited pid while it is still a zombie, before it
+/// is reaped: its pid cannot be reused yet, so for a child hotswap spawned
+/// its process group id still names only its own workers, and whatever the
+/// child started can be killed with certainty (`tracking`).
+pub fn reap_all(mut before_reap: impl FnMut(Pid)) -> Vec<(Pid, Exit)> {
     let mut reaped = Vec::new();
     loop {
         let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
@@ -117,9 +126,7 @@ pub fn reap_all(is_child: impl Fn(Pid) -> bool) -> Vec<(Pid, Exit)> {
             Err(Errno::EINTR) => continue,
             Err(_) => break, // ECHILD: no children at all
         };
-        if is_child(pid.as_raw() as Pid) {
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
+        before_reap(pid.as_raw() as Pid);
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => {
                 reaped.push((pid.as_raw() as Pid, Exit::Code(code)))

@@ -59,6 +59,30 @@ pub fn environ_var(pid: Pid, key: &str) -> Option<String> {
     })
 }
 
+/// The direct children of `pid`, from every one of its tasks (a child
+/// forked by a thread is listed under that thread).
+pub fn children_of(pid: Pid) -> Vec<Pid> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        let text = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        children.extend(text.split_whitespace().filter_map(|c| c.parse::<Pid>().ok()));
+    }
+    children
+}
+
+/// `root` and every live descendant, `root` first (zombies left out).
+pub fn descendants(root: Pid) -> Vec<Pid> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let children = children_of(out[i]);
+        out.extend(children.into_iter().filter(|&c| stat(c).is_some_and(|s| s.state != 'Z')));
+        i += 1;
+    }
+    out
+}
+
 /// Every live process in process group `pgid`.
 pub fn group_members(pgid: Pid) -> Vec<Pid> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };

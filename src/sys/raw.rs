@@ -3,9 +3,10 @@
 //! Inventory:
 //! 1. `ExecPlan`'s `Send`/`Sync`: its raw pointers point into its own buffers.
 //! 2. `ExecPlan::spawn`: `Command::pre_exec`, whose closure runs between fork
-//!    and exec and calls only async-signal-safe functions (`fcntl`, `signal`,
-//!    `sigemptyset`, `pthread_sigmask`, `prctl`, `getppid`, `getpid`,
-//!    `execve`, `_exit`): no allocation, no formatting, no logging, no locks.
+//!    and exec and calls only async-signal-safe functions (`write`, `fcntl`,
+//!    `signal`, `sigemptyset`, `pthread_sigmask`, `prctl`, `getppid`,
+//!    `getpid`, `execve`, `_exit`): no allocation, no formatting, no
+//!    logging, no locks.
 //! 3. `adopt_fd`: takes ownership of an fd nothing else owns yet (systemd's
 //!    `LISTEN_FDS`, one received as `SCM_RIGHTS`, one `accept4` returned).
 //! 4. `pin_fd`: `dup3` onto a chosen fd number.
@@ -46,6 +47,9 @@ pub struct ExecPlan {
     set_listen_pid: bool,
     /// The child gets SIGKILL when hotswap dies (`PR_SET_PDEATHSIG`).
     dies_with_parent: bool,
+    /// A cgroup's `cgroup.procs`, open for writing: the child moves itself
+    /// there before exec, so nothing it starts is ever outside it.
+    cgroup_procs: Option<RawFd>,
 }
 
 // SAFETY: the raw pointers point into heap buffers owned by the same
@@ -99,7 +103,15 @@ impl ExecPlan {
             cwd,
             set_listen_pid: true,
             dies_with_parent: false,
+            cgroup_procs: None,
         })
+    }
+
+    /// The child enters the cgroup whose `cgroup.procs` is `fd` before exec.
+    /// `fd` must stay open until `spawn` returns.
+    pub fn into_cgroup(mut self, fd: RawFd) -> Self {
+        self.cgroup_procs = Some(fd);
+        self
     }
 
     /// A helper process rather than a child: no `LISTEN_PID`, and SIGKILL
@@ -125,9 +137,10 @@ impl ExecPlan {
         // SAFETY: std runs this closure in the child between fork and exec
         // (after setting the process group and the stdio fds; it leaves the
         // signal mask as the parent had it). It makes only async-signal-safe
-        // calls on memory the closure owns or its own stack: fcntl, signal,
-        // sigemptyset, pthread_sigmask, prctl, getppid, getpid, execve,
-        // _exit; the digit loop and the slice writes do not allocate. If
+        // calls on memory the closure owns or its own stack: write, fcntl,
+        // signal, sigemptyset, pthread_sigmask, prctl, getppid, getpid,
+        // execve, _exit; the digit loop and the slice writes do not
+        // allocate; the cgroup fd is the caller's, open until spawn returns. If
         // execve returns, its errno goes back to the parent through std's
         // close-on-exec pipe; listeners sit at fds 3.. permanently, so that
         // pipe can never be among keep_fds.
@@ -135,6 +148,13 @@ impl ExecPlan {
             command.pre_exec(move || {
                 // Use the plan as a whole: closures capture fields one by one otherwise.
                 let plan = &mut plan;
+                // First, before it can start anything: into its cgroup
+                // ("0" is the writing process itself).
+                if let Some(fd) = plan.cgroup_procs {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
                 for &fd in &plan.keep_fds {
                     if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                         return Err(io::Error::last_os_error());

@@ -96,6 +96,7 @@ impl Spawner {
         instance: u32,
         extra_env: Vec<(String, String)>,
         extra_fds: &[RawFd],
+        cgroup_procs: Option<RawFd>,
     ) -> Result<u32, SpawnError> {
         let program = &self.command[0];
         let path = resolve_program(program, self.cwd.as_deref())?;
@@ -112,8 +113,11 @@ impl Spawner {
             (0..self.sockets.len() as RawFd).map(|i| FIRST_FD + i).collect();
         keep_fds.extend_from_slice(extra_fds);
         let shown = || program.to_string_lossy().into_owned();
-        let plan = ExecPlan::new(&path, self.command.clone(), env, keep_fds, self.cwd.clone())
+        let mut plan = ExecPlan::new(&path, self.command.clone(), env, keep_fds, self.cwd.clone())
             .map_err(|e| SpawnError::Exec(shown(), e))?;
+        if let Some(fd) = cgroup_procs {
+            plan = plan.into_cgroup(fd);
+        }
         plan.spawn().map_err(|e| SpawnError::Exec(shown(), e))
     }
 }

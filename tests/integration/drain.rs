@@ -29,7 +29,7 @@ fn a_child_ignoring_the_stop_signal_is_killed_with_its_group_at_drain_timeout() 
     assert_eq!(switch.old_pids, [child as u32]);
     let lines = svc.hs.stderr().lines();
     let kill_line =
-        format!("gen 1 pid {child} still running after 1s: SIGKILL to its process group");
+        format!("gen 1 pid {child} still running after 1s: SIGKILL to it and all it started");
     let killed_at = index_of(&lines, switch.retiring_at, &kill_line)
         .unwrap_or_else(|| panic!("no {kill_line:?} after the retiring line: {lines:#?}"));
     assert!(killed_at < switch.gone_at, "{lines:#?}");

@@ -39,7 +39,7 @@ pub struct SocketOptions {
     pub backlog: Option<i32>,
     pub reuse_port: bool,
     /// chmod for unix socket files.
-    pub socket_mode: Option<u32>,
+    pub socket_mode: u32,
 }
 
 /// Adopts what systemd passed (`inherited`, at fds 3..), marks every other
@@ -143,10 +143,8 @@ fn bind(
             })?;
             let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io_err)?;
             socket.bind(&SockAddr::unix(path).map_err(io_err)?).map_err(io_err)?;
-            if let Some(mode) = opts.socket_mode {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                    .map_err(io_err)?;
-            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.socket_mode))
+                .map_err(io_err)?;
             socket.listen(backlog(opts)).map_err(io_err)?;
             (socket, path.display().to_string(), Some(path.clone()))
         }
