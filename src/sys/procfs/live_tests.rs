@@ -355,6 +355,27 @@ fn a_busy_worker_holding_a_connection() {
 }
 
 #[test]
+fn a_connection_handed_to_a_process_without_the_listener() {
+    // The way node cluster's primary hands connections to its workers.
+    let (listener, ours) = tcp_listener();
+    let script = "\
+connection, _ = s.accept()
+worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],
+                          pass_fds=(connection.fileno(),))
+connection.close()
+print(worker.pid)
+time.sleep(600)
+";
+    let app = python(script, &listener, &[]);
+    scan_until("accept", app.pid(), slice::from_ref(&ours), false, is_taking);
+    let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let worker: u32 = app.line("the worker's pid").parse().unwrap();
+    app.wait_blocked(app.pid(), "the sleep after the hand-over");
+    let s = scan(app.pid(), slice::from_ref(&ours), true);
+    assert_eq!(s.taking, Some(Taking::Holding { pid: worker, label: ours.label }));
+}
+
+#[test]
 fn unix_socket_accept_then_holding() {
     let dir = tempfile::tempdir().unwrap();
     let (listener, ours) = unix_listener(dir.path());
@@ -564,5 +585,88 @@ fn scan_as_another_user() {
     println!(
         "scan: holds={} taking={:?} unreadable={:?} processes={} preload={preload:?}",
         s.holds, s.taking, s.unreadable, s.processes
+    );
+}
+
+/// Median and 90th percentile of `runs` calls of `f`, in µs.
+fn timed(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    (us(times[runs / 2]), us(times[runs * 9 / 10]))
+}
+
+#[test]
+#[ignore = "measures the cost of a scan: cargo test --release --lib scan_costs -- --ignored --nocapture"]
+fn scan_costs() {
+    const RUNS: usize = 100;
+    let epoll_server = "\
+sel = selectors.EpollSelector()
+sel.register(s, selectors.EVENT_READ)
+extra = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+keep = [os.open('/dev/null', os.O_RDONLY) for _ in range(extra)]
+pairs = [socket.socketpair() for _ in range(extra // 2)]
+for a, b in pairs:
+    sel.register(a, selectors.EVENT_READ)
+    sel.register(b, selectors.EVENT_READ)
+while True:
+    sel.select()
+    s.accept()[0].close()
+";
+    let fork_tree = "\
+for _ in range(2):
+    if os.fork() == 0:
+        while True:
+            s.accept()[0].close()
+os.wait()
+";
+    let node = "require('net').createServer((c) => c.end()).listen({ fd: +process.argv[1] })";
+    type Launch<'a> = Box<dyn Fn(&TcpListener) -> Started + 'a>;
+    let cases: Vec<(&str, Launch)> = vec![
+        (
+            "node listen({fd})",
+            Box::new(|l: &TcpListener| {
+                let fd = l.as_raw_fd().to_string();
+                start("node", &["-e".into(), node.into(), fd], &[l], &[])
+            }),
+        ),
+        ("python EpollSelector", Box::new(|l: &TcpListener| python(epoll_server, l, &[]))),
+        (
+            "python, master + 2 forked workers",
+            Box::new(|l: &TcpListener| python(fork_tree, l, &[])),
+        ),
+        (
+            "python EpollSelector, ~1,000 fds, 500 in the epoll",
+            Box::new(|l: &TcpListener| python(epoll_server, l, &["500"])),
+        ),
+    ];
+    println!("\n| target | procs / fds / tasks | scan median | p90 | deep median | p90 |");
+    println!("|---|---|---|---|---|---|");
+    for (name, run) in cases {
+        let (listener, ours) = tcp_listener();
+        let app = run(&listener);
+        let ours = slice::from_ref(&ours);
+        let s = scan_until(name, app.pid(), ours, false, |s| s.taking.is_some() && s.processes > 0);
+        let (shallow, shallow90) =
+            timed(RUNS, || assert!(scan(app.pid(), ours, false).taking.is_some()));
+        let (deep, deep90) = timed(RUNS, || assert!(scan(app.pid(), ours, true).taking.is_some()));
+        println!(
+            "| {name} | {} / {} / {} | {shallow:.0} µs | {shallow90:.0} µs | {deep:.0} µs | {deep90:.0} µs |",
+            s.processes, s.fds, s.tasks
+        );
+    }
+    let (listener, _) = tcp_listener();
+    let app = python(fork_tree, &listener, &[]);
+    wait_for("3 processes", || (descendants(app.pid()).len() == 3).then_some(()));
+    let (walk, walk90) = timed(RUNS, || assert_eq!(descendants(app.pid()).len(), 3));
+    let (rss, rss90) = timed(RUNS, || assert!(tree_rss(app.pid()).is_some()));
+    println!(
+        "\ndescendants of 3 processes: {walk:.0} µs (p90 {walk90:.0}); tree_rss: {rss:.0} µs (p90 {rss90:.0})"
     );
 }

@@ -15,7 +15,9 @@
 //!   registrations an epoll set's `fdinfo` lists;
 //! - `syscall`: what a thread is blocked in (`/proc/PID/task/TID/syscall`),
 //!   and the poll/select sets it passed, read from its memory;
-//! - `net`: `/proc/PID/net/{tcp,tcp6,udp,udp6,unix}`;
+//! - `net`: the socket tables, `/proc/PID/net/{tcp,tcp6,udp,udp6,unix}`, and
+//!   `diag`: TCP and UDP from sock_diag netlink, much cheaper where
+//!   TIME_WAIT sockets abound;
 //! - `scan`: the scan that combines them.
 
 use std::fmt;
@@ -25,6 +27,7 @@ use std::path::PathBuf;
 
 use nix::sys::stat::{fstat, major, minor};
 
+mod diag;
 mod fds;
 mod maps;
 mod net;

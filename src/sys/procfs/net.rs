@@ -4,11 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::OnceLock;
 
-use super::{fds, tree};
+use nix::sys::socket::AddressFamily;
+
+use super::{diag, fds, tree};
 use crate::sys::process::Pid;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,21 +165,45 @@ pub(super) struct Tables {
     pub unix: HashMap<u64, UnixSocket>,
 }
 
-/// The rows of `inodes` in the tables of `pid`'s network namespace.
+/// The rows of `inodes` in the tables of `pid`'s network namespace. In
+/// hotswap's own namespace TCP and UDP come from sock_diag (`diag`), which
+/// skips TIME_WAIT sockets in the kernel; elsewhere, or if that fails, from
+/// /proc/PID/net.
 pub(super) fn read_tables(pid: Pid, inodes: &HashSet<u64>) -> Tables {
-    let read =
-        |name: &str| fs::read_to_string(format!("/proc/{pid}/net/{name}")).unwrap_or_default();
     let wanted = |inode| inodes.contains(&inode);
     let mut tables = Tables::default();
-    for (name, proto) in
-        [("tcp", Proto::Tcp), ("tcp6", Proto::Tcp), ("udp", Proto::Udp), ("udp6", Proto::Udp)]
-    {
-        tables
-            .inet
-            .extend(parse_inet(&read(name), proto, wanted).into_iter().map(|s| (s.inode, s)));
-    }
-    tables.unix.extend(parse_unix(&read("unix"), wanted).into_iter().map(|s| (s.inode, s)));
+    let inet = if in_own_namespace(pid) { diag_inet(&wanted).ok() } else { None };
+    let inet = inet.unwrap_or_else(|| proc_inet(pid, &wanted));
+    tables.inet.extend(inet.into_iter().map(|s| (s.inode, s)));
+    let unix = parse_unix(&proc_net(pid, "unix"), wanted);
+    tables.unix.extend(unix.into_iter().map(|s| (s.inode, s)));
     tables
+}
+
+fn proc_inet(pid: Pid, wanted: &impl Fn(u64) -> bool) -> Vec<InetSocket> {
+    [("tcp", Proto::Tcp), ("tcp6", Proto::Tcp), ("udp", Proto::Udp), ("udp6", Proto::Udp)]
+        .into_iter()
+        .flat_map(|(name, proto)| parse_inet(&proc_net(pid, name), proto, wanted))
+        .collect()
+}
+
+fn proc_net(pid: Pid, name: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/net/{name}")).unwrap_or_default()
+}
+
+fn in_own_namespace(pid: Pid) -> bool {
+    let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    ns(&pid.to_string()).is_some_and(|theirs| ns("self") == Some(theirs))
+}
+
+fn diag_inet(wanted: &impl Fn(u64) -> bool) -> io::Result<Vec<InetSocket>> {
+    let diag = diag::Diag::open()?;
+    let mut all = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        all.extend(diag.dump(Proto::Tcp, family, diag::TCP_STATES, wanted)?);
+        all.extend(diag.dump(Proto::Udp, family, diag::UDP_STATES, wanted)?);
+    }
+    Ok(all)
 }
 
 /// The ports the kernel picks from for an unbound socket
@@ -200,8 +227,9 @@ fn parse_port_range(text: &str) -> Option<RangeInclusive<u16>> {
 /// from the passed sockets: established TCP on `tcp_ports`, connected unix
 /// streams on `unix_paths` (hotswap's own network namespace).
 pub fn count_connections(pgid: Pid, tcp_ports: &[u16], unix_paths: &[String]) -> u32 {
+    let members = tree::group_members(pgid);
     let mut inodes = HashSet::new();
-    for pid in tree::group_members(pgid) {
+    for &pid in &members {
         if let Ok(fds) = fds::read(pid) {
             inodes.extend(fds.sockets.iter().map(|(_, inode)| *inode));
         }
@@ -209,26 +237,20 @@ pub fn count_connections(pgid: Pid, tcp_ports: &[u16], unix_paths: &[String]) ->
     if inodes.is_empty() {
         return 0;
     }
-    let read = |name: &str| fs::read_to_string(format!("/proc/net/{name}")).unwrap_or_default();
-    count_held(&[read("tcp"), read("tcp6")], &read("unix"), tcp_ports, unix_paths, &inodes)
+    count_held(&read_tables(members[0], &inodes), tcp_ports, unix_paths)
 }
 
-/// `count_connections` on the tables' text.
-fn count_held(
-    tcp_tables: &[String],
-    unix_table: &str,
-    tcp_ports: &[u16],
-    unix_paths: &[String],
-    inodes: &HashSet<u64>,
-) -> u32 {
-    let wanted = |inode| inodes.contains(&inode);
-    let tcp = tcp_tables
-        .iter()
-        .flat_map(|t| parse_inet(t, Proto::Tcp, wanted))
-        .filter(|s| s.state == ESTABLISHED && tcp_ports.contains(&s.local.port()))
+/// `count_connections` in the tables of the group's sockets.
+fn count_held(tables: &Tables, tcp_ports: &[u16], unix_paths: &[String]) -> u32 {
+    let tcp = tables
+        .inet
+        .values()
+        .filter(|s| s.proto == Proto::Tcp && s.state == ESTABLISHED)
+        .filter(|s| tcp_ports.contains(&s.local.port()))
         .count();
-    let unix = parse_unix(unix_table, wanted)
-        .into_iter()
+    let unix = tables
+        .unix
+        .values()
         .filter(|s| s.connected() && s.path.as_ref().is_some_and(|p| unix_paths.contains(p)))
         .count();
     (tcp + unix) as u32
@@ -347,6 +369,11 @@ mod tests {
         assert_eq!(tcp.local, listener.local_addr().unwrap());
         assert_eq!(tables.inet[&inode(&udp)].local, udp.local_addr().unwrap());
         assert_eq!(tables.inet.len(), 2, "only the inodes asked for");
+        let mut from_proc = proc_inet(std::process::id(), &|i| wanted.contains(&i));
+        let mut from_diag = diag_inet(&|i| wanted.contains(&i)).unwrap();
+        from_proc.sort_by_key(|s| s.inode);
+        from_diag.sort_by_key(|s| s.inode);
+        assert_eq!(from_proc, from_diag, "/proc/net and sock_diag agree");
     }
 
     #[test]
@@ -357,8 +384,11 @@ mod tests {
    2: 0100007F:1F90 0100007F:C351 01 00000000:00000000 00:00000000 00000000     0        0 201 1 0
    3: 0100007F:0016 0100007F:C352 01 00000000:00000000 00:00000000 00000000     0        0 202 1 0";
         let ours: HashSet<u64> = [100, 200, 202].into();
+        let mut tables = Tables::default();
+        let rows = parse_inet(tcp, Proto::Tcp, |i| ours.contains(&i));
+        tables.inet.extend(rows.into_iter().map(|s| (s.inode, s)));
         assert_eq!(
-            count_held(&[tcp.into()], "", &[8080], &[], &ours),
+            count_held(&tables, &[8080], &[]),
             1,
             "listener, other holder and other port excluded"
         );
@@ -367,6 +397,9 @@ mod tests {
 0000: 00000003 00000000 00000000 0001 03 301 /run/app.sock
 0000: 00000003 00000000 00000000 0001 03 302";
         let ours: HashSet<u64> = [300, 301, 302].into();
-        assert_eq!(count_held(&[], unix, &[], &["/run/app.sock".into()], &ours), 1);
+        let mut tables = Tables::default();
+        let rows = parse_unix(unix, |i| ours.contains(&i));
+        tables.unix.extend(rows.into_iter().map(|s| (s.inode, s)));
+        assert_eq!(count_held(&tables, &[], &["/run/app.sock".into()]), 1);
     }
 }

@@ -74,16 +74,21 @@ fn denied(e: &io::Error) -> bool {
 /// large): connections accepted from ours (`Taking::Holding`), the tree's
 /// own listeners, and whether it takes connections from those.
 ///
-/// A process is seen taking connections from a socket only if it holds the
-/// socket (it has no other way to accept from it), and:
-/// - the socket is registered for input in one of its epoll sets (matched by
-///   the set's `ino`/`sdev`, never its `tfd`); or
-/// - one of its threads is blocked in accept on it, in poll or select with
-///   it in the read set, or (datagram sockets) in recv* on it; or
-/// - (deep) it holds an established connection on a TCP socket's port, or a
-///   connected unix socket carrying our socket's path.
+/// A process is seen taking connections from a socket when:
+/// - it holds the socket (it has no other way to accept from it), and the
+///   socket is registered for input in one of its epoll sets (matched by
+///   the set's `ino`/`sdev`, never its `tfd`), or one of its threads is
+///   blocked in accept on it, in poll or select with it in the read set,
+///   or (datagram sockets) in recv* on it; or
+/// - (deep) it holds a connection accepted from the socket, whoever
+///   accepted it: an established (or peer-closed) TCP connection on the
+///   socket's port that is not a listener, or a connected unix socket
+///   carrying the socket's path.
 ///
-/// `listen()` alone is none of these.
+/// `listen()` alone is none of these. When several processes qualify, a
+/// thread waiting right now beats an epoll registration, which beats a held
+/// connection; among equals the first in tree order (root first) wins.
+/// A scan of a tree that is gone has `processes == 0`.
 pub fn scan(root: Pid, ours: &[Watched], deep: bool) -> Scan {
     let procs = tree::walk(root);
     let mut scan = Scan {
@@ -128,17 +133,19 @@ pub fn scan(root: Pid, ours: &[Watched], deep: bool) -> Scan {
             targets.iter().filter(|t| holds(fds, t)).cloned().collect()
         };
         let (held_ours, held_own) = (held(&ours), held(&own));
-        if held_ours.is_empty() && held_own.is_empty() {
-            continue;
-        }
         let mut look = Look { pid, fds, denied: false };
-        look.epolls(&held_ours, &mut taking);
-        look.epolls(&held_own, &mut elsewhere);
-        look.threads(&proc.tasks, &held_ours, &held_own, &mut taking, &mut elsewhere);
+        // Only a process that holds a socket can accept from it.
+        if !held_ours.is_empty() || !held_own.is_empty() {
+            look.epolls(&held_ours, &mut taking);
+            look.epolls(&held_own, &mut elsewhere);
+            look.threads(&proc.tasks, &held_ours, &held_own, &mut taking, &mut elsewhere);
+        }
+        // A connection may have been handed over by the process that
+        // accepted it (node cluster's round robin): no need to hold the listener.
         if let Some(tables) = tables.get(&pid) {
             let all: Vec<&Target> = ours.iter().chain(&own).collect();
-            look.connections(tables, &all, &held_ours, &mut taking);
-            look.connections(tables, &all, &held_own, &mut elsewhere);
+            look.connections(tables, &all, &ours, &mut taking);
+            look.connections(tables, &all, &own, &mut elsewhere);
         }
         if look.denied {
             unreadable.push(pid);
@@ -213,19 +220,25 @@ impl Look<'_> {
         }
     }
 
-    /// (deep) Connections the process holds that were accepted from a held
+    /// (deep) Connections the process holds that were accepted from a
     /// target: on a TCP target's port, or carrying a unix target's path. A
     /// socket that is itself a target (a listener) is no connection.
-    fn connections(&mut self, tables: &Tables, all: &[&Target], held: &[Target], best: &mut Best) {
+    fn connections(
+        &mut self,
+        tables: &Tables,
+        all: &[&Target],
+        targets: &[Target],
+        best: &mut Best,
+    ) {
         for &(_, inode) in &self.fds.sockets {
             if all.iter().any(|t| t.id.ino == inode) {
                 continue;
             }
             let from = if let Some(s) = tables.inet.get(&inode) {
                 let port = s.local.port();
-                held.iter().find(|t| t.stream && s.connected() && t.port == Some(port))
+                targets.iter().find(|t| t.stream && s.connected() && t.port == Some(port))
             } else if let Some(s) = tables.unix.get(&inode) {
-                held.iter().find(|t| {
+                targets.iter().find(|t| {
                     s.connected()
                         && t.unix_path.is_some()
                         && s.path.as_ref() == t.unix_path.as_ref()
