@@ -294,6 +294,48 @@ while True:
 }
 
 #[test]
+fn registered_for_output_only_is_not_taking_connections() {
+    let (listener, ours) = tcp_listener();
+    let script = "\
+s.listen(16)
+ep = select.epoll()
+ep.register(N, select.EPOLLOUT)
+print('registered')
+time.sleep(600)
+";
+    let app = python(script, &listener, &[]);
+    app.line("registered");
+    app.wait_blocked(app.pid(), "the sleep after registering");
+    let s = scan(app.pid(), slice::from_ref(&ours), false);
+    assert!(s.holds);
+    assert_eq!(s.taking, None, "EPOLLOUT on a listener waits for nothing");
+}
+
+#[test]
+fn oneshot_epoll_between_an_event_and_its_rearm() {
+    // The kernel clears every event bit after a EPOLLONESHOT event
+    // (`events: 40000000`): the registration still says "taking".
+    let (listener, ours) = tcp_listener();
+    let script = "\
+ep = select.epoll()
+ep.register(N, select.EPOLLIN | select.EPOLLONESHOT)
+print(ep.fileno())
+print(ep.poll())
+time.sleep(600)
+";
+    let app = python(script, &listener, &[]);
+    let epfd = app.line("the epoll fd");
+    let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    app.line("the event");
+    app.wait_blocked(app.pid(), "the sleep after the event");
+    let fdinfo = std::fs::read_to_string(format!("/proc/{}/fdinfo/{epfd}", app.pid())).unwrap();
+    assert!(fdinfo.contains("events: 40000000"), "disarmed: {fdinfo}");
+    let s = scan(app.pid(), slice::from_ref(&ours), false);
+    let pid = app.pid();
+    assert_eq!(s.taking, Some(Taking::Epoll { pid, label: ours.label, stream: true }));
+}
+
+#[test]
 fn node_listening_on_the_passed_fd() {
     let (listener, ours) = tcp_listener();
     let script = "require('net').createServer((c) => c.end()).listen({ fd: +process.argv[1] })";
