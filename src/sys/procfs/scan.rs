@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::net::UnixDatagram;
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use super::fds::{self, Fds};
@@ -119,12 +120,11 @@ pub fn scan(root: Pid, ours: &[Watched], deep: bool) -> Scan {
 
     let tables = if deep { read_tables(&seen) } else { HashMap::new() };
     let own = own_listeners(&seen, &tables, &ours, sockfs.unwrap_or(0));
-    scan.own_listeners = own.iter().map(|t| t.label.clone()).fold(Vec::new(), |mut v, l| {
-        if !v.contains(&l) {
-            v.push(l);
+    for target in &own {
+        if !scan.own_listeners.contains(&target.label) {
+            scan.own_listeners.push(target.label.clone());
         }
-        v
-    });
+    }
 
     let (mut taking, mut elsewhere) = (Best::default(), Best::default());
     for (proc, fds) in &seen {
@@ -159,7 +159,7 @@ pub fn scan(root: Pid, ours: &[Watched], deep: bool) -> Scan {
     scan
 }
 
-/// Looking at one process that holds some of the targets.
+/// Looking at one process of the tree.
 struct Look<'a> {
     pid: Pid,
     fds: &'a Fds,
@@ -276,7 +276,7 @@ fn waiting(wait: Wait, pid: Pid, tid: Pid, label: String) -> Taking {
 
 /// The socket tables each process sees (its network namespace's), read
 /// once per namespace, holding only the sockets the tree has open.
-fn read_tables(seen: &[(Proc, Fds)]) -> HashMap<Pid, std::rc::Rc<Tables>> {
+fn read_tables(seen: &[(Proc, Fds)]) -> HashMap<Pid, Rc<Tables>> {
     let mut by_ns: HashMap<String, Vec<&(Proc, Fds)>> = HashMap::new();
     for entry in seen {
         let pid = entry.0.pid;
@@ -292,7 +292,7 @@ fn read_tables(seen: &[(Proc, Fds)]) -> HashMap<Pid, std::rc::Rc<Tables>> {
         if inodes.is_empty() {
             continue;
         }
-        let read = std::rc::Rc::new(net::read_tables(members[0].0.pid, &inodes));
+        let read = Rc::new(net::read_tables(members[0].0.pid, &inodes));
         for (proc, _) in members {
             tables.insert(proc.pid, read.clone());
         }
@@ -303,7 +303,7 @@ fn read_tables(seen: &[(Proc, Fds)]) -> HashMap<Pid, std::rc::Rc<Tables>> {
 /// (deep) TCP listeners and receiving UDP sockets the tree holds that are not ours.
 fn own_listeners(
     seen: &[(Proc, Fds)],
-    tables: &HashMap<Pid, std::rc::Rc<Tables>>,
+    tables: &HashMap<Pid, Rc<Tables>>,
     ours: &[Target],
     sockfs: u64,
 ) -> Vec<Target> {
