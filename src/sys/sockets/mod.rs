@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -18,22 +18,7 @@ pub mod open;
 
 pub use open::{ListenError, SocketOptions, open_all, remove_stale_socket};
 
-/// A socket as the kernel names it: `st_dev` and `st_ino` from `fstat`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SocketId {
-    /// `st_dev`.
-    pub dev: u64,
-    /// `st_ino`.
-    pub ino: u64,
-}
-
-impl SocketId {
-    /// The id of the socket (or file) `fd` refers to.
-    pub fn of(fd: impl AsFd) -> io::Result<SocketId> {
-        let st = nix::sys::stat::fstat(fd)?;
-        Ok(SocketId { dev: st.st_dev, ino: st.st_ino })
-    }
-}
+pub use super::procfs::SocketId;
 
 /// Where an owned socket came from, as `hotswap status` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
