@@ -141,8 +141,7 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
             drain_timeout: args.drain_timeout,
             stop_signal: args.stop_signal,
             restart: args.restart.into(),
-            // Until the /proc sampler runs, only explicit signals count.
-            detect: false,
+            detect: args.ready == crate::config::ReadyMode::Auto,
         },
         ready: args.ready,
         spawner: Spawner { command: args.command, cwd, sockets: sockets.passed(), intercept },

@@ -326,6 +326,11 @@ impl Supervisor {
         self.children.contains_key(&pid)
     }
 
+    /// When child `pid` was spawned, if it is one.
+    pub fn started_at(&self, pid: Pid) -> Option<Instant> {
+        self.children.get(&pid).map(|c| c.started_at)
+    }
+
     /// The generation of child `pid`, if it is one.
     pub fn generation_of(&self, pid: Pid) -> Option<GenId> {
         self.children.get(&pid).map(|c| c.generation)

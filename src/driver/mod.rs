@@ -13,13 +13,16 @@ use tokio::time::sleep_until;
 
 use crate::config::ReadyMode;
 use crate::core::{
-    self, Action, Event, ExitStatus, Notice, Outcome, Pid, Supervisor, Upstream, Via, WaiterId,
+    self, Action, Event, ExitStatus, Notice, Outcome, Pid, Seen, Supervisor, Upstream, Via,
+    WaiterId,
 };
+use crate::protocol::claim::BindAddr;
 use crate::protocol::control::{ReloadResult, Reply, Request};
 use crate::protocol::notify;
 use crate::sys::channels::{self, Channel, Channels, Heard, Offer};
 use crate::sys::control::ControlRequest;
 use crate::sys::process::{self, Exit};
+use crate::sys::procfs::{self, Watched};
 use crate::sys::sockets::Sockets;
 use crate::sys::spawn::{Spawner, spawn_probe};
 use crate::sys::tracking::Tracker;
@@ -27,9 +30,14 @@ use crate::sys::upstream::{UpstreamSocket, monotonic_usec};
 
 mod children;
 mod claims;
+mod sampler;
 mod status;
 
 use children::{Children, Reaped};
+use sampler::Sampler;
+
+/// A child is checked for the bind shim once the loader has surely run.
+const SHIM_GRACE: Duration = Duration::from_millis(20);
 
 /// Pause between a failed `exec:` probe and the next.
 const PROBE_RETRY: Duration = Duration::from_millis(250);
@@ -65,6 +73,10 @@ struct Driver {
     probe_due: mpsc::UnboundedSender<Pid>,
     /// Which processes each child started.
     tracker: Tracker,
+    /// When to look at each starting child's tree in /proc.
+    sampler: Sampler,
+    /// Programs already named for running without the bind shim.
+    unshimmed: std::collections::BTreeSet<String>,
     exit: Option<i32>,
 }
 
@@ -107,6 +119,8 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
         heard,
         probe_due,
         tracker: Tracker::new(),
+        sampler: Sampler::default(),
+        unshimmed: Default::default(),
         exit: None,
     };
 
@@ -116,6 +130,7 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
             return Ok(code);
         }
         let deadline = sup.poll_timeout();
+        let look = driver.sampler.next_due();
         let event = tokio::select! {
             _ = hup.recv() => Some(Event::Reload { waiter: None }),
             _ = term.recv() => Some(Event::Stop { graceful: true }),
@@ -131,12 +146,20 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
                 driver.reap(&mut sup);
                 None
             }
+            _ = sleep_until(look.unwrap_or_else(Instant::now).into()), if look.is_some() => {
+                driver.look(&mut sup);
+                None
+            }
             Some((pid, heard)) = heard_rx.recv() => Some(match heard {
-                Heard::Ready(channel) => Event::Ready { pid, via: match channel {
+                Heard::Ready(channel) => {
+                    // In auto a signal counts once a look confirms it: look now.
+                    driver.sampler.look_now(pid, Instant::now());
+                    Event::Ready { pid, via: match channel {
                     Channel::Notify => Via::Notify,
                     Channel::Fd => Via::Fd,
                     Channel::Ipc => Via::Ipc,
-                } },
+                } }
+                }
                 Heard::Status(text) => Event::Status { pid, text },
             }),
             Some(child) = probe_due_rx.recv() => {
@@ -179,7 +202,10 @@ impl Driver {
             Action::Kill { pid } => {
                 self.tracker.kill_all_of(pid);
             }
-            Action::Settled { pid } => self.children.settled(pid),
+            Action::Settled { pid } => {
+                self.children.settled(pid);
+                self.sampler.settle(pid);
+            }
             Action::Upstream(message) => self.tell_systemd(message),
             Action::Log(notice) => match notice {
                 Notice::Failed { .. }
@@ -247,6 +273,7 @@ impl Driver {
                     }
                 };
                 self.children.add(pid, watch);
+                self.sampler.watch(pid, Instant::now());
                 self.start_probe(pid);
                 Event::Spawned { generation, instance, pid }
             }
@@ -256,6 +283,71 @@ impl Driver {
                 let status = Some(ExitStatus::Exited(e.exit_code()));
                 Event::SpawnFailed { generation, instance, status, reason: e.to_string() }
             }
+        }
+    }
+
+    /// Looks at every starting child that is due, and tells the core what it saw.
+    fn look(&mut self, sup: &mut Supervisor) {
+        let now = Instant::now();
+        let ours = self.watched_sockets();
+        for (pid, deep) in self.sampler.due(now) {
+            let began = Instant::now();
+            let scan = procfs::scan(pid, &ours, deep);
+            self.sampler.looked(pid, Instant::now(), began.elapsed());
+            if scan.processes == 0 {
+                continue; // gone: its exit is on its way
+            }
+            self.check_shim(pid, now, sup);
+            let seen = Seen {
+                holds: scan.holds,
+                taking: scan.taking.map(|t| t.to_string()),
+                own_listeners: scan.own_listeners,
+                taking_elsewhere: scan.taking_elsewhere.map(|t| t.to_string()),
+            };
+            sup.handle(Instant::now(), Event::Observed { pid, seen });
+        }
+    }
+
+    /// hotswap's sockets as a scan matches them.
+    fn watched_sockets(&self) -> Vec<Watched> {
+        self.service
+            .sockets
+            .iter()
+            .map(|o| {
+                let bound = o.bound.as_ref();
+                let (port, unix_path) = match bound.map(|b| &b.addr) {
+                    Some(BindAddr::Inet(addr)) => (Some(addr.port()), None),
+                    Some(BindAddr::Unix(path)) => (None, Some(path.clone())),
+                    Some(BindAddr::Abstract(_)) | None => (None, None),
+                };
+                Watched {
+                    id: o.id,
+                    stream: bound.is_none_or(|b| b.stream),
+                    port,
+                    unix_path,
+                    label: o.local.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Names, once per program, a child that runs without the bind shim
+    /// (statically linked, or setuid: the loader drops `LD_PRELOAD`).
+    fn check_shim(&mut self, pid: Pid, now: Instant, sup: &Supervisor) {
+        let Some(intercept) = &self.service.spawner.intercept else { return };
+        let old_enough = sup.started_at(pid).is_some_and(|at| now.duration_since(at) >= SHIM_GRACE);
+        if !old_enough || procfs::preload_loaded(pid, &intercept.library) != Some(false) {
+            return;
+        }
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| format!("pid {pid}"));
+        if self.unshimmed.insert(exe.clone()) {
+            tracing::warn!(
+                "pid {pid} ({exe}) runs without hotswap's bind() shim (statically linked, or \
+                 setuid): ports it binds itself are not hotswap's; take the socket from fd 3 \
+                 (LISTEN_FDS) or give --listen"
+            );
         }
     }
 
@@ -291,6 +383,7 @@ impl Driver {
         };
         for (pid, exit) in process::reap_all(before_reap) {
             self.tracker.reaped(pid);
+            self.sampler.settle(pid);
             match self.children.reaped(pid) {
                 Reaped::Child | Reaped::Other => {
                     // The core ignores pids that are not its children.

@@ -1,0 +1,133 @@
+//! When to look at a starting child's process tree in `/proc` (DESIGN.md
+//! §4): only while it starts, never at steady state. Often at first (an app
+//! that starts listening after 40 ms is seen within a few ms), then every
+//! 50 ms, and never more often than ten times the cost of the last look, so
+//! that the looking stays a small share of one core even for 64 children.
+//! Every eighth look is deep (it also reads the network tables: connections
+//! held by busy workers, sockets of the tree's own).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::core::Pid;
+
+/// The first look, then doubling up to `CAP`.
+const FIRST: Duration = Duration::from_millis(2);
+const CAP: Duration = Duration::from_millis(50);
+/// A look costs at most a tenth of the time between looks.
+const COST_SHARE: u32 = 10;
+/// Every how many looks one is deep.
+const DEEP_EVERY: u32 = 8;
+
+#[derive(Debug)]
+struct Watch {
+    next: Instant,
+    interval: Duration,
+    looks: u32,
+}
+
+/// The starting children being watched, each with its next look.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    watched: BTreeMap<Pid, Watch>,
+}
+
+impl Sampler {
+    /// `pid` was spawned at `now`: start looking.
+    pub fn watch(&mut self, pid: Pid, now: Instant) {
+        self.watched.insert(pid, Watch { next: now + FIRST, interval: FIRST, looks: 0 });
+    }
+
+    /// `pid`'s start is over, or it is gone: stop looking.
+    pub fn settle(&mut self, pid: Pid) {
+        self.watched.remove(&pid);
+    }
+
+    /// Something happened that a look would confirm (it signalled): look now.
+    pub fn look_now(&mut self, pid: Pid, now: Instant) {
+        if let Some(w) = self.watched.get_mut(&pid) {
+            w.next = now;
+        }
+    }
+
+    /// When the next look is due; None when no child is starting.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.watched.values().map(|w| w.next).min()
+    }
+
+    /// The children to look at now, each with whether the look is deep;
+    /// `cost` then reports how long each took (`looked`).
+    pub fn due(&self, now: Instant) -> Vec<(Pid, bool)> {
+        self.watched
+            .iter()
+            .filter(|(_, w)| w.next <= now)
+            .map(|(&pid, w)| (pid, w.looks % DEEP_EVERY == DEEP_EVERY - 1))
+            .collect()
+    }
+
+    /// A look at `pid` took `cost`: schedule the next one.
+    pub fn looked(&mut self, pid: Pid, now: Instant, cost: Duration) {
+        if let Some(w) = self.watched.get_mut(&pid) {
+            w.looks += 1;
+            w.interval = (w.interval * 2).min(CAP).max(cost * COST_SHARE);
+            w.next = now + w.interval;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn looks_often_at_first_then_every_50ms_and_never_at_steady_state() {
+        let t0 = Instant::now();
+        let mut s = Sampler::default();
+        assert_eq!(s.next_due(), None);
+        s.watch(7, t0);
+        let mut at = Vec::new();
+        let mut now = t0;
+        for _ in 0..9 {
+            now = s.next_due().unwrap();
+            at.push(now.duration_since(t0).as_millis());
+            let due = s.due(now);
+            assert_eq!(due.len(), 1);
+            s.looked(7, now, Duration::from_micros(150));
+        }
+        assert_eq!(at, [2, 6, 14, 30, 62, 112, 162, 212, 262]);
+        s.settle(7);
+        assert_eq!(s.next_due(), None, "settled: no more looks");
+        let _ = now;
+    }
+
+    #[test]
+    fn every_eighth_look_is_deep() {
+        let t0 = Instant::now();
+        let mut s = Sampler::default();
+        s.watch(1, t0);
+        let mut deep = Vec::new();
+        for i in 0..16 {
+            let now = s.next_due().unwrap();
+            if s.due(now)[0].1 {
+                deep.push(i);
+            }
+            s.looked(1, now, Duration::ZERO);
+        }
+        assert_eq!(deep, [7, 15]);
+    }
+
+    #[test]
+    fn an_expensive_look_spaces_the_next_ones() {
+        let t0 = Instant::now();
+        let mut s = Sampler::default();
+        s.watch(1, t0);
+        s.looked(1, t0, ms(20));
+        assert_eq!(s.next_due(), Some(t0 + ms(200)), "ten times the cost");
+        s.look_now(1, t0 + ms(5));
+        assert_eq!(s.next_due(), Some(t0 + ms(5)), "a signal asks for a look at once");
+    }
+}
