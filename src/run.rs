@@ -90,7 +90,9 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
 
     process::become_subreaper().map_err(|e| StartError::Io("PR_SET_CHILD_SUBREAPER".into(), e))?;
     process::ignore_unused_signals().map_err(|e| StartError::Io("signals".into(), e))?;
-    for stale in paths::clean_stale(&paths::runtime_dir()) {
+    let runtime_dir = paths::prepare_runtime_dir()
+        .map_err(|e| StartError::Io(paths::runtime_dir().display().to_string(), e))?;
+    for stale in paths::clean_stale(&runtime_dir) {
         tracing::info!("removed {}, left by a hotswap that is gone", stale.display());
     }
     let control_path = args.control.unwrap_or_else(|| paths::control_socket(&name));

@@ -89,8 +89,6 @@ struct Child {
     restarts: u32,
     /// An explicit signal held back until its tree is seen taking connections (`detect`).
     signalled: Option<Via>,
-    /// Whether its tree holds one of hotswap's sockets, as last seen.
-    holds: Option<bool>,
     /// What went wrong for it that would explain an early exit (a refused bind).
     trouble: Option<String>,
     /// Sockets of its own its tree was seen listening on.
@@ -422,7 +420,6 @@ impl Supervisor {
                 status: None,
                 restarts,
                 signalled: None,
-                holds: None,
                 trouble: None,
                 own_listeners: Vec::new(),
             },
@@ -481,11 +478,13 @@ impl Supervisor {
             return;
         }
         let alone = !self.config.detect || matches!(via, Via::Probe | Via::Delay | Via::Seen(_));
-        match child.holds {
-            // Its tree holds a socket of ours but was not seen taking
-            // connections yet, or was not looked at yet: wait for that.
-            Some(true) | None if !alone => child.signalled = Some(via),
-            Some(_) | None => self.on_ready(now, pid, via),
+        if alone {
+            self.on_ready(now, pid, via);
+        } else {
+            // The next look decides (the driver looks at once): a tree that
+            // holds one of hotswap's sockets must be seen taking connections
+            // too. An earlier look does not count: it may predate the bind.
+            child.signalled = Some(via);
         }
     }
 
@@ -498,9 +497,6 @@ impl Supervisor {
                 child.own_listeners.push(addr.clone());
                 new.push(addr);
             }
-        }
-        if child.phase == ChildPhase::Starting {
-            child.holds = Some(seen.holds);
         }
         let phase = child.phase;
         let held_back = if seen.holds { None } else { child.signalled.take() };
@@ -743,7 +739,7 @@ impl Supervisor {
                 self.timers.cancel(Timer::ReadyDelay(pid));
                 self.timers.set(Timer::Kill(pid), now + self.config.drain_timeout);
                 let signal = self.config.stop_signal;
-                self.push(Action::Signal { pid, signal });
+                self.push(Action::Stop { pid, signal });
             }
             ChildPhase::Draining | ChildPhase::Killed => {}
         }

@@ -229,7 +229,15 @@ pub enum Action {
         /// Its instance (`HOTSWAP_INSTANCE`), 0..instances.
         instance: u32,
     },
-    /// A signal to the child process itself.
+    /// The stop signal to a retiring child: drain and exit. What the child
+    /// started and leaves behind is part of it until it is gone too.
+    Stop {
+        /// The child.
+        pid: Pid,
+        /// `--stop-signal`.
+        signal: i32,
+    },
+    /// A signal forwarded to the child process itself (USR1, WINCH).
     Signal {
         /// The child.
         pid: Pid,

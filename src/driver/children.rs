@@ -27,6 +27,8 @@ struct ChildIo {
     /// Readers of its channels, held for their `Drop`: it closes and removes the channels.
     _channels: Option<Watch>,
     probe: Probe,
+    /// It was sent the stop signal: what it leaves behind drains with it.
+    retiring: bool,
 }
 
 impl Drop for ChildIo {
@@ -66,7 +68,20 @@ pub struct Children {
 impl Children {
     /// A child was spawned, with its channels' readers if it has any.
     pub fn add(&mut self, pid: Pid, channels: Option<Watch>) {
-        self.by_pid.insert(pid, ChildIo { _channels: channels, probe: Probe::Idle });
+        self.by_pid
+            .insert(pid, ChildIo { _channels: channels, probe: Probe::Idle, retiring: false });
+    }
+
+    /// `child` was sent the stop signal.
+    pub fn retire(&mut self, child: Pid) {
+        if let Some(io) = self.by_pid.get_mut(&child) {
+            io.retiring = true;
+        }
+    }
+
+    /// Whether `child` was sent the stop signal.
+    pub fn is_retiring(&self, child: Pid) -> bool {
+        self.by_pid.get(&child).is_some_and(|io| io.retiring)
     }
 
     /// Whether `child` is known and has no probe running or pending.

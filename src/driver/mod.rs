@@ -75,6 +75,9 @@ struct Driver {
     tracker: Tracker,
     /// When to look at each starting child's tree in /proc.
     sampler: Sampler,
+    /// Retired children reaped while what they started still drains: the
+    /// core hears of their exit once that is gone too.
+    lingering: HashMap<Pid, ExitStatus>,
     /// Programs already named for running without the bind shim.
     unshimmed: std::collections::BTreeSet<String>,
     exit: Option<i32>,
@@ -120,6 +123,7 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
         probe_due,
         tracker: Tracker::new(),
         sampler: Sampler::default(),
+        lingering: HashMap::new(),
         unshimmed: Default::default(),
         exit: None,
     };
@@ -193,6 +197,12 @@ impl Driver {
             Action::Spawn { generation, instance } => {
                 let event = self.spawn(generation, instance);
                 sup.handle(Instant::now(), event);
+            }
+            Action::Stop { pid, signal } => {
+                self.children.retire(pid);
+                if let Err(e) = process::signal(pid, signal) {
+                    tracing::warn!("signal {signal} to pid {pid}: {e}");
+                }
             }
             Action::Signal { pid, signal } => {
                 if let Err(e) = process::signal(pid, signal) {
@@ -368,31 +378,50 @@ impl Driver {
 
     /// Every exit, children, probes and adopted orphans alike.
     fn reap(&mut self, sup: &mut Supervisor) {
-        let tracker = &mut self.tracker;
+        let (tracker, children) = (&mut self.tracker, &self.children);
+        let stop_signal = self.service.core.stop_signal;
+        let mut lingering = Vec::new();
+        // Nothing a child started outlives it (DESIGN.md §2). Seen while it is
+        // a zombie, so that its pid and group id still name only its own.
         let before_reap = |pid| {
-            // Nothing a child started outlives it (DESIGN.md §2).
             let Some(generation) = sup.generation_of(pid) else { return };
-            let left = tracker.kill_all_of(pid);
-            if !left.is_empty() {
-                tracing::warn!(
-                    "gen {generation} pid {pid} exited and left {} process(es) running: killed pids {}",
-                    left.len(),
-                    core::fmt_pids(&left)
-                );
+            let remains = tracker.remains(pid);
+            if remains.is_empty() {
+                return;
             }
+            if children.is_retiring(pid) {
+                // A launcher (npm, a shell) that exits before what it started:
+                // that drains too, until it is gone or the drain deadline.
+                tracker.signal_remains(pid, stop_signal);
+                lingering.push(pid);
+                return;
+            }
+            let killed = tracker.kill_all_of(pid);
+            tracing::warn!(
+                "gen {generation} pid {pid} exited and left {} process(es) running: killed pids {}",
+                killed.len(),
+                core::fmt_pids(&killed)
+            );
         };
-        for (pid, exit) in process::reap_all(before_reap) {
+        let reaped = process::reap_all(before_reap);
+        for (pid, exit) in reaped {
             self.tracker.reaped(pid);
             self.sampler.settle(pid);
+            let status = match exit {
+                Exit::Code(code) => ExitStatus::Exited(code),
+                Exit::Signal(signal) => ExitStatus::Signaled(signal),
+            };
             match self.children.reaped(pid) {
-                Reaped::Child | Reaped::Other => {
-                    // The core ignores pids that are not its children.
-                    let status = match exit {
-                        Exit::Code(code) => ExitStatus::Exited(code),
-                        Exit::Signal(signal) => ExitStatus::Signaled(signal),
-                    };
+                Reaped::Child if lingering.contains(&pid) => {
+                    // The core hears of it once what it left behind is gone.
+                    self.lingering.insert(pid, status);
+                }
+                Reaped::Child => {
+                    self.tracker.forget(pid);
                     sup.handle(Instant::now(), Event::Exited { pid, status });
                 }
+                // The core ignores pids that are not its children.
+                Reaped::Other => sup.handle(Instant::now(), Event::Exited { pid, status }),
                 Reaped::Probe { child } if exit == Exit::Code(0) => {
                     sup.handle(Instant::now(), Event::Ready { pid: child, via: Via::Probe })
                 }
@@ -405,6 +434,17 @@ impl Driver {
                     self.children.probe_waiting(child, task);
                 }
             }
+        }
+        let gone: Vec<Pid> = self
+            .lingering
+            .keys()
+            .copied()
+            .filter(|&pid| self.tracker.remains(pid).is_empty())
+            .collect();
+        for pid in gone {
+            let status = self.lingering.remove(&pid).expect("listed above");
+            self.tracker.forget(pid);
+            sup.handle(Instant::now(), Event::Exited { pid, status });
         }
     }
 

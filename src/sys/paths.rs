@@ -26,6 +26,20 @@ pub fn notify_dir(name: &str, pid: u32) -> PathBuf {
     runtime_dir().join(format!("{name}.{pid}.notify"))
 }
 
+/// Creates the runtime directory, mode 0711: other users (a child run with
+/// `--user`) may pass through it to the preload library, but not list it;
+/// what is private inside has its own mode (control socket 0600, notify
+/// directories 0700).
+pub fn prepare_runtime_dir() -> io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = runtime_dir();
+    std::fs::create_dir_all(&dir)?;
+    if std::fs::metadata(&dir)?.uid() == nix::unistd::geteuid().as_raw() {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+    }
+    Ok(dir)
+}
+
 /// Where the preload library is written (0755, so a child of any user can
 /// map it from there).
 pub fn preload_dir() -> PathBuf {

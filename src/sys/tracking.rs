@@ -42,6 +42,9 @@ struct Tracked {
     generation: u64,
     instance: u32,
     cgroup: Option<PathBuf>,
+    /// The child itself was reaped: its pid names nothing of ours any more,
+    /// only what it left behind is tracked (never `kill(pid)` or `killpg(pid)` now).
+    reaped: bool,
 }
 
 /// Where the cgroups go, when hotswap may create them.
@@ -111,7 +114,7 @@ impl Tracker {
     /// A child was spawned as `placement` said; a spawn that failed gives its placement back.
     pub fn spawned(&mut self, pid: Pid, generation: u64, instance: u32, placement: Placement) {
         let cgroup = placement.cgroup;
-        self.children.insert(pid, Tracked { generation, instance, cgroup });
+        self.children.insert(pid, Tracked { generation, instance, cgroup, reaped: false });
     }
 
     /// The spawn did not happen: remove the cgroup made for it.
@@ -121,29 +124,59 @@ impl Tracker {
         }
     }
 
-    /// SIGKILL to everything child `pid` started, and to the child: its
-    /// cgroup, or its process group, its process tree and the orphans of its
-    /// tree. For an exited child call it before reaping it: while its zombie
-    /// holds the pid, the group id still names only its own processes.
+    /// What child `pid` started that still runs (the child itself left out):
+    /// its cgroup's processes; or its tree, its process group and the orphans
+    /// of its tree (hotswap's adopted children carrying its generation and
+    /// instance in their environment). For an exited child, ask before
+    /// reaping it: while its zombie holds the pid, the group id still names
+    /// only its own processes.
+    pub fn remains(&self, pid: Pid) -> Vec<Pid> {
+        let Some(tracked) = self.children.get(&pid) else { return Vec::new() };
+        let mut found: BTreeSet<Pid> = match &tracked.cgroup {
+            Some(dir) => cgroup_procs(dir).into_iter().collect(),
+            None => {
+                let mut found: BTreeSet<Pid> =
+                    self.orphans_of(tracked.generation, tracked.instance).into_iter().collect();
+                if !tracked.reaped {
+                    found.extend(procfs::descendants(pid));
+                    found.extend(procfs::group_members(pid));
+                }
+                found
+            }
+        };
+        found.remove(&pid);
+        found.retain(|&p| procfs::stat(p).is_some_and(|s| s.state != 'Z'));
+        found.into_iter().collect()
+    }
+
+    /// Sends `signal` to what child `pid` left running.
+    pub fn signal_remains(&self, pid: Pid, signal: i32) {
+        let Ok(signal) = Signal::try_from(signal) else { return };
+        for p in self.remains(pid) {
+            let _ = kill(NixPid::from_raw(p as i32), signal);
+        }
+    }
+
+    /// SIGKILL to child `pid` (unless reaped) and to everything it started.
     /// Returns the other processes it found still running.
     pub fn kill_all_of(&mut self, pid: Pid) -> Vec<Pid> {
         let Some(tracked) = self.children.get(&pid) else { return Vec::new() };
+        let reaped = tracked.reaped;
         if let Some(dir) = &tracked.cgroup {
-            let left: Vec<Pid> = cgroup_procs(dir).into_iter().filter(|&p| p != pid).collect();
+            let left = self.remains(pid);
             if let Err(e) = kill_cgroup(dir) {
                 tracing::warn!("cgroup.kill in {}: {e}", dir.display());
             }
-            let _ = killpg(NixPid::from_raw(pid as i32), Signal::SIGKILL);
             return left;
         }
-        let (generation, instance) = (tracked.generation, tracked.instance);
         let mut killed = BTreeSet::new();
         // Repeat: a process may have forked while we were killing its parent.
         for _ in 0..8 {
-            let _ = killpg(NixPid::from_raw(pid as i32), Signal::SIGKILL);
-            let mut found: Vec<Pid> = procfs::descendants(pid);
-            found.extend(self.orphans_of(generation, instance));
-            found.retain(|&p| p != pid && !killed.contains(&p));
+            if !reaped {
+                let _ = killpg(NixPid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            let found: Vec<Pid> =
+                self.remains(pid).into_iter().filter(|p| !killed.contains(p)).collect();
             if found.is_empty() {
                 break;
             }
@@ -169,8 +202,16 @@ impl Tracker {
             .collect()
     }
 
-    /// Child `pid` was reaped: forget it; its cgroup goes once empty.
+    /// Child `pid` itself was reaped; what it left may still run (`remains`).
     pub fn reaped(&mut self, pid: Pid) {
+        if let Some(tracked) = self.children.get_mut(&pid) {
+            tracked.reaped = true;
+        }
+        self.remove_empty();
+    }
+
+    /// Child `pid` and all it started are gone: forget it; its cgroup goes once empty.
+    pub fn forget(&mut self, pid: Pid) {
         if let Some(Tracked { cgroup: Some(dir), .. }) = self.children.remove(&pid) {
             self.empty_soon.insert(dir);
         }

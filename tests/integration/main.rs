@@ -16,4 +16,5 @@ mod notify;
 mod readiness;
 mod reload;
 mod rollback;
+mod unmodified;
 mod upstream;

@@ -21,7 +21,10 @@ fn ready_from_outside_the_childs_tree_is_dropped() {
     svc.hs.signal(Signal::SIGHUP);
     let started = svc.hs.wait_for_stderr_after(from, "gen 2 started (pids ", WAIT);
     let child = pids_in(&started)[0];
-    let socket = environ(child).remove("NOTIFY_SOCKET").expect("the child has a NOTIFY_SOCKET");
+    // Read until the environment shows it: the child may be in the middle of its exec
+    // (sh execs the server), when /proc/PID/environ reads empty.
+    let socket =
+        wait_until("the child's NOTIFY_SOCKET", WAIT, || environ(child).remove("NOTIFY_SOCKET"));
 
     let sender = UnixDatagram::unbound().expect("datagram socket");
     sender.send_to(b"READY=1\n", &socket).unwrap_or_else(|e| panic!("send to {socket}: {e}"));

@@ -126,6 +126,8 @@ pub struct Launch {
     /// Close the read end of hotswap's stderr pipe at once, as a log reader that died would:
     /// every line hotswap writes then meets EPIPE ([`Launch::start`] only).
     pub broken_stderr: bool,
+    /// The working directory (and `PWD`) hotswap starts in; the test's own when None.
+    pub cwd: Option<PathBuf>,
 }
 
 impl Launch {
@@ -136,7 +138,14 @@ impl Launch {
 
     /// `PROGRAM ARGS`, where PROGRAM ends up exec'ing hotswap ([`hotswap_bin`]) in its place.
     pub fn via(program: impl Into<PathBuf>, args: Vec<String>) -> Launch {
-        Launch { program: program.into(), args, env: Vec::new(), echo: true, broken_stderr: false }
+        Launch {
+            program: program.into(),
+            args,
+            env: Vec::new(),
+            echo: true,
+            broken_stderr: false,
+            cwd: None,
+        }
     }
 
     /// Adds `env` to the environment.
@@ -174,6 +183,9 @@ impl Launch {
             .envs(self.env.iter().map(|(k, v)| (k, v.replace("{dir}", &d))))
             .process_group(0)
             .stdin(Stdio::null());
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd).env("PWD", cwd);
+        }
         (cmd, dir, token)
     }
 
@@ -400,6 +412,11 @@ impl StderrLog {
     /// The lines so far.
     pub fn lines(&self) -> Vec<String> {
         self.state().lines.iter().map(|(_, l)| l.clone()).collect()
+    }
+
+    /// When the first line equal to `line` arrived.
+    pub fn arrived(&self, line: &str) -> Option<Instant> {
+        self.state().lines.iter().find(|(_, l)| l == line).map(|(at, _)| *at)
     }
 
     /// Whether the pipe has closed (no line will come any more).
