@@ -149,7 +149,7 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
         spawner: Spawner { command: args.command, cwd, sockets: sockets.passed(), intercept },
         sockets,
         claims,
-        backlog: args.backlog,
+        socket_options: options,
         notify_dir,
         control: Some(control_socket),
         upstream,

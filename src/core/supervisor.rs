@@ -179,6 +179,10 @@ pub struct Supervisor {
     last_reload: Option<LastReload>,
     /// Own listeners already warned about: one warning per address.
     warned: BTreeSet<String>,
+    /// A socket the serving generation holds that does not listen, as the
+    /// driver found it, and when: a generation started after that has the
+    /// fresh socket that replaced it.
+    sockets_broken: Option<(String, Instant)>,
     actions: VecDeque<Action>,
 }
 
@@ -198,6 +202,7 @@ impl Supervisor {
             next_generation: 1,
             last_reload: None,
             warned: BTreeSet::new(),
+            sockets_broken: None,
             actions: VecDeque::new(),
         };
         sup.start_generation(now);
@@ -292,6 +297,14 @@ impl Supervisor {
             }
             (Running { .. } | Retrying { .. } | Stopping { .. }, Event::WaiterGone { waiter }) => {
                 self.waiters.remove(waiter)
+            }
+            (
+                Running { .. } | Retrying { .. } | Stopping { .. },
+                Event::SocketsChecked { broken },
+            ) => {
+                if let Some(reason) = broken {
+                    self.sockets_broken = Some((reason, now));
+                }
             }
         }
     }
@@ -628,8 +641,13 @@ impl Supervisor {
         let old = self.serving();
         let g = self.generations.get_mut(&generation).expect("starting generation exists");
         g.phase = GenPhase::Serving;
-        let after = now.duration_since(g.started_at);
+        let started_at = g.started_at;
+        let after = now.duration_since(started_at);
         self.timers.cancel(Timer::ReadyTimeout(generation));
+        // A generation started after the socket was replaced has the fresh one.
+        if self.sockets_broken.as_ref().is_some_and(|(_, at)| started_at > *at) {
+            self.sockets_broken = None;
+        }
         if let Mode::Running { reload_pending, .. } = self.mode {
             self.mode = Mode::Running { reload_pending, failed_starts: 0 };
         }
@@ -768,7 +786,8 @@ impl Supervisor {
         self.generations.remove(&generation);
         let after = now.duration_since(since);
         self.log(Notice::Drained { generation, after });
-        let drained = self.waiters.drained(generation, after);
+        let broken = self.sockets_broken.as_ref().map(|(reason, _)| reason.as_str());
+        let drained = self.waiters.drained(generation, after, broken);
         self.actions.extend(drained);
     }
 

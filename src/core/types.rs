@@ -198,6 +198,13 @@ pub enum Event {
         /// How it ended.
         status: ExitStatus,
     },
+    /// The driver checked the sockets (after children exited, before their
+    /// exits are handled): whether one the serving generation holds does not
+    /// listen, and why.
+    SocketsChecked {
+        /// None when every socket listens.
+        broken: Option<String>,
+    },
     /// A `reload --wait` client went away.
     WaiterGone {
         /// The client.
@@ -341,6 +348,14 @@ pub enum Outcome {
         generation: GenId,
         /// Why.
         reason: FailReason,
+    },
+    /// The new generation serves and the old one is gone, but a socket does
+    /// not listen (a child shut it down): not a takeover to report as done.
+    NotListening {
+        /// The new generation.
+        generation: GenId,
+        /// Which socket, and what hotswap did about it.
+        reason: String,
     },
     /// hotswap is stopping; the reload will not happen.
     Cancelled,

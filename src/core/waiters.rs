@@ -70,15 +70,19 @@ impl Waiters {
         }
     }
 
-    /// `old` is gone after `after`: the clients that waited for that hear it and are done.
-    pub fn drained(&mut self, old: GenId, after: Duration) -> Vec<Action> {
+    /// `old` is gone after `after`: the clients that waited for that hear it
+    /// and are done, unless a socket does not listen (`broken`).
+    pub fn drained(&mut self, old: GenId, after: Duration, broken: Option<&str>) -> Vec<Action> {
         let done = self.take(|stage| matches!(stage, Stage::Draining { old: o, .. } if o == old));
         let mut actions = Vec::new();
         for w in done {
             let Stage::Draining { new, .. } = w.stage else { unreachable!("taken above") };
             let notice = Notice::Drained { generation: old, after };
             actions.push(Action::Report { waiter: w.id, notice });
-            let outcome = Outcome::TookOver { generation: new };
+            let outcome = match broken {
+                None => Outcome::TookOver { generation: new },
+                Some(reason) => Outcome::NotListening { generation: new, reason: reason.into() },
+            };
             actions.push(Action::Finish { waiter: w.id, outcome });
         }
         actions

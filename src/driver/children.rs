@@ -84,6 +84,11 @@ impl Children {
         self.by_pid.get(&child).is_some_and(|io| io.retiring)
     }
 
+    /// Whether `pid` is a running probe.
+    pub fn is_probe(&self, pid: Pid) -> bool {
+        self.probes.contains_key(&pid)
+    }
+
     /// Whether `child` is known and has no probe running or pending.
     pub fn may_probe(&self, child: Pid) -> bool {
         self.by_pid.get(&child).is_some_and(|io| matches!(io.probe, Probe::Idle))

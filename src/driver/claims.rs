@@ -121,7 +121,7 @@ fn bind(
     if needs_privilege(inet) && !peer_privileged(peer) {
         return refused(libc::EACCES, "Permission denied".into());
     }
-    let backlog = service.backlog;
+    let backlog = service.socket_options.backlog;
     match service.sockets.claim(stream, protocol, inet, v6only, backlog, generation) {
         Ok(owned) => {
             tracing::info!("gen {generation} pid {} claimed {}", peer.pid, owned.local);

@@ -23,7 +23,7 @@ use crate::sys::channels::{self, Channel, Channels, Heard, Offer};
 use crate::sys::control::ControlRequest;
 use crate::sys::process::{self, Exit};
 use crate::sys::procfs::{self, Watched};
-use crate::sys::sockets::Sockets;
+use crate::sys::sockets::{SocketOptions, Sockets};
 use crate::sys::spawn::{Spawner, spawn_probe};
 use crate::sys::tracking::Tracker;
 use crate::sys::upstream::{UpstreamSocket, monotonic_usec};
@@ -54,8 +54,8 @@ pub struct Service {
     pub control: Option<std::os::unix::net::UnixListener>,
     /// The claim socket the preload library asks (`--intercept-bind on`).
     pub claims: Option<std::os::unix::net::UnixListener>,
-    /// `--backlog` for sockets claimed at a child's bind().
-    pub backlog: Option<i32>,
+    /// Options for sockets claimed at a child's bind() or replaced.
+    pub socket_options: SocketOptions,
     pub upstream: Option<UpstreamSocket>,
 }
 
@@ -384,6 +384,11 @@ impl Driver {
         // Nothing a child started outlives it (DESIGN.md §2). Seen while it is
         // a zombie, so that its pid and group id still name only its own.
         let before_reap = |pid| {
+            if children.is_probe(pid) {
+                // What a probe started (`sleep 40 &`) ends with it; its group id is still its own.
+                let _ = process::kill_group(pid);
+                return;
+            }
             let Some(generation) = sup.generation_of(pid) else { return };
             let remains = tracker.remains(pid);
             if remains.is_empty() {
@@ -404,6 +409,20 @@ impl Driver {
             );
         };
         let reaped = process::reap_all(before_reap);
+        if reaped.is_empty() {
+            return;
+        }
+        // Before the exits count: a child that shut a socket down on its way
+        // out must not leave a takeover reported onto a socket that does not
+        // listen (DESIGN.md §2).
+        let troubles = self.service.sockets.check_health(self.service.socket_options);
+        for trouble in &troubles {
+            tracing::warn!("{trouble}");
+        }
+        if let Some(broken) = troubles.iter().find(|t| t.is_broken()) {
+            let broken = Some(broken.to_string());
+            sup.handle(Instant::now(), Event::SocketsChecked { broken });
+        }
         for (pid, exit) in reaped {
             self.tracker.reaped(pid);
             self.sampler.settle(pid);
@@ -446,6 +465,14 @@ impl Driver {
             self.tracker.forget(pid);
             sup.handle(Instant::now(), Event::Exited { pid, status });
         }
+        // A socket no live child holds goes back to blocking, as systemd
+        // passes sockets: a Node generation's O_NONBLOCK must not reach a
+        // program with a blocking accept() loop.
+        let held: std::collections::HashSet<u64> =
+            self.tracker.all_members().into_iter().flat_map(procfs::socket_inodes).collect();
+        for socket in self.service.sockets.reset_nonblocking(|id| held.contains(&id.ino)) {
+            tracing::debug!("{socket}: blocking again (no child holds it)");
+        }
     }
 
     fn tell_systemd(&self, message: Upstream) {
@@ -486,6 +513,9 @@ fn done(outcome: Outcome) -> Reply {
         Outcome::TookOver { generation } => (ReloadResult::TookOver, Some(generation), None),
         Outcome::RolledBack { generation, reason } => {
             (ReloadResult::RolledBack, Some(generation), Some(reason.to_string()))
+        }
+        Outcome::NotListening { generation, reason } => {
+            (ReloadResult::NotListening, Some(generation), Some(reason))
         }
         Outcome::Cancelled => {
             (ReloadResult::Cancelled, None, Some("hotswap is stopping".to_string()))

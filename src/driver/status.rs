@@ -46,6 +46,7 @@ pub fn build(service: &Service, started_at: SystemTime, snapshot: &Snapshot) -> 
                     name: o.passed.as_ref().map_or("unknown", |p| p.name.as_str()).to_string(),
                     address: o.local.clone(),
                     origin: o.origin.to_string(),
+                    problem: o.problem.clone(),
                 })
                 .collect()
         },

@@ -52,6 +52,8 @@ pub enum ReloadResult {
     TookOver,
     /// The new generation failed; the old one serves on (client exit 1).
     RolledBack,
+    /// The new generation took over but a socket does not listen (client exit 1).
+    NotListening,
     /// hotswap is stopping; the reload will not happen (client exit 1).
     Cancelled,
 }
@@ -125,6 +127,9 @@ pub struct SocketStatus {
     pub address: String,
     /// `systemd`, `listen` or `claimed by gen N`.
     pub origin: String,
+    /// What is wrong with it, if anything (its file no longer names it, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,9 +216,14 @@ mod tests {
             ["starting", "ready", "draining", "killed"],
             "the table shows the JSON words"
         );
-        let results = [ReloadResult::TookOver, ReloadResult::RolledBack, ReloadResult::Cancelled]
-            .map(|r| serde_json::to_value(r).unwrap());
-        assert_eq!(words(&results), ["took_over", "rolled_back", "cancelled"]);
+        let results = [
+            ReloadResult::TookOver,
+            ReloadResult::RolledBack,
+            ReloadResult::NotListening,
+            ReloadResult::Cancelled,
+        ]
+        .map(|r| serde_json::to_value(r).unwrap());
+        assert_eq!(words(&results), ["took_over", "rolled_back", "not_listening", "cancelled"]);
         let last = [LastReloadResult::Ok, LastReloadResult::RolledBack]
             .map(|r| serde_json::to_value(r).unwrap());
         assert_eq!(words(&last), ["ok", "rolled_back"]);

@@ -230,6 +230,20 @@ impl Tracker {
         }
     }
 
+    /// Every live process of every child's tree, including what retired
+    /// children left draining.
+    pub fn all_members(&self) -> Vec<Pid> {
+        let mut all = Vec::new();
+        for (&pid, tracked) in &self.children {
+            if !tracked.reaped {
+                all.extend(self.members(pid));
+            } else {
+                all.extend(self.remains(pid));
+            }
+        }
+        all
+    }
+
     /// hotswap exits: SIGKILL whatever is left of any child, remove the cgroups.
     pub fn shutdown(&mut self) {
         let pids: Vec<Pid> = self.children.keys().copied().collect();

@@ -127,6 +127,7 @@ fn status_json_describes_the_service() {
         name: "unknown".into(),
         address: svc.addr.to_string(),
         origin: "listen".into(),
+        problem: None,
     };
     assert_eq!(s.sockets, std::slice::from_ref(&socket), "an unnamed --listen socket");
     assert_eq!(s.generation, Some(1), "{s:#?}");

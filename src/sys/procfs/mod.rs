@@ -45,6 +45,13 @@ pub use tree::{
     Stat, children_of, descendants, environ_var, group_members, in_tree, stat, tree_rss,
 };
 
+/// The inodes of the sockets `pid` has open (empty when it is gone or not ours to read).
+pub fn socket_inodes(pid: u32) -> Vec<u64> {
+    fds::read(pid)
+        .map(|fds| fds.sockets.into_iter().map(|(_, inode)| inode).collect())
+        .unwrap_or_default()
+}
+
 /// A file as the kernel names it: the `st_dev` and `st_ino` that `fstat`
 /// gives for it. For hotswap, one of its own sockets, from `fstat` of its fd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -72,6 +72,10 @@ pub struct Owned {
     pub created_file: Option<PathBuf>,
     /// What it is bound to, when hotswap could read it.
     pub bound: Option<Bound>,
+    /// The inode of the socket file hotswap created (unix paths).
+    pub file_ino: Option<u64>,
+    /// What is wrong with it, for `status` (its file no longer names it, it is dead).
+    pub problem: Option<String>,
 }
 
 impl Owned {
@@ -80,7 +84,23 @@ impl Owned {
         let id = SocketId::of(&fd)?;
         let local = open::describe(&fd)?;
         let bound = bound_of(&fd);
-        Ok(Owned { fd, id, origin, local, passed, created_file: None, bound })
+        let file_ino = match &bound {
+            Some(Bound { addr: BindAddr::Unix(path), .. }) => {
+                nix::sys::stat::lstat(path.as_path()).ok().map(|st| st.st_ino)
+            }
+            _ => None,
+        };
+        Ok(Owned {
+            fd,
+            id,
+            origin,
+            local,
+            passed,
+            created_file: None,
+            bound,
+            file_ino,
+            problem: None,
+        })
     }
 
     /// Whether it was given explicitly (systemd, `--listen`) rather than claimed.
@@ -191,6 +211,127 @@ impl Sockets {
         let at = self.owned.iter().position(|o| o.id == id && !o.is_explicit())?;
         Some(self.owned.remove(at))
     }
+}
+
+/// Something wrong with a socket, found by [`Sockets::check_health`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trouble {
+    /// An app took it out of the listening state (`shutdown()`); it listens again.
+    Revived(String),
+    /// It could not listen again (a unix socket never can): a fresh socket on
+    /// the same address replaces it for the next generation. The serving one
+    /// still holds the dead one.
+    Replaced(String),
+    /// It does not listen and could not be replaced: why.
+    Dead(String, String),
+    /// Its unix socket file no longer names it (unlinked or replaced).
+    PathGone(String),
+}
+
+impl fmt::Display for Trouble {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trouble::Revived(s) => {
+                write!(f, "{s} was taken out of listening (shutdown) by a child; it listens again")
+            }
+            Trouble::Replaced(s) => write!(
+                f,
+                "{s} was shut down by a child and cannot listen again; a fresh socket replaces it for the next generation"
+            ),
+            Trouble::Dead(s, why) => {
+                write!(f, "{s} was shut down by a child and could not be replaced: {why}")
+            }
+            Trouble::PathGone(s) => {
+                write!(f, "{s}: the socket file no longer names the socket hotswap listens on")
+            }
+        }
+    }
+}
+
+impl Trouble {
+    /// Whether the serving generation's socket does not listen because of it.
+    pub fn is_broken(&self) -> bool {
+        matches!(self, Trouble::Replaced(_) | Trouble::Dead(..))
+    }
+}
+
+impl Sockets {
+    /// Checks every stream socket (DESIGN.md §2, "The sockets stay healthy"):
+    /// one an app shut down listens again where the kernel allows it
+    /// (`listen()` again; TCP sockets have `SO_REUSEADDR`), else a fresh one
+    /// on the same address takes its place (and fd number) for the next
+    /// generation; a unix socket file that no longer names the socket is
+    /// reported. Cheap: a `poll()` per socket.
+    pub fn check_health(&mut self, opts: SocketOptions) -> Vec<Trouble> {
+        let mut troubles = Vec::new();
+        for owned in &mut self.owned {
+            let Some(bound) = owned.bound.clone() else { continue };
+            if !bound.stream {
+                continue;
+            }
+            if let (BindAddr::Unix(path), Some(_)) = (&bound.addr, &owned.created_file) {
+                let names_it = nix::sys::stat::lstat(path.as_path())
+                    .is_ok_and(|st| Some(st.st_ino) == owned.file_ino);
+                if !names_it && owned.problem.is_none() {
+                    let trouble = Trouble::PathGone(owned.local.clone());
+                    owned.problem = Some(trouble.to_string());
+                    troubles.push(trouble);
+                }
+            }
+            if listening(&owned.fd) {
+                continue;
+            }
+            let revived = socket2::SockRef::from(&owned.fd).listen(open::backlog(opts)).is_ok();
+            if revived && listening(&owned.fd) {
+                troubles.push(Trouble::Revived(owned.local.clone()));
+                continue;
+            }
+            match open::rebind(owned, &bound, opts) {
+                Ok(()) => troubles.push(Trouble::Replaced(owned.local.clone())),
+                Err(e) => {
+                    let trouble = Trouble::Dead(owned.local.clone(), e.to_string());
+                    owned.problem = Some(trouble.to_string());
+                    troubles.push(trouble);
+                }
+            }
+        }
+        troubles
+    }
+
+    /// Clears `O_NONBLOCK` on every socket no live child holds (`held` says
+    /// which are held), so the next program starts with a blocking socket,
+    /// as systemd would give it: an app's non-blocking choice (applied to
+    /// the shared socket by the shim, or by the app itself) must not outlive
+    /// its generation. Returns the sockets it changed.
+    pub fn reset_nonblocking(&self, held: impl Fn(SocketId) -> bool) -> Vec<String> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let mut reset = Vec::new();
+        for owned in self.owned.iter().filter(|o| !held(o.id)) {
+            let Ok(bits) = fcntl(&owned.fd, FcntlArg::F_GETFL) else { continue };
+            let flags = OFlag::from_bits_truncate(bits);
+            if flags.contains(OFlag::O_NONBLOCK)
+                && fcntl(&owned.fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).is_ok()
+            {
+                reset.push(owned.local.clone());
+            }
+        }
+        reset
+    }
+}
+
+/// Whether a stream socket is listening: `poll()` reports a hang-up (TCP: the
+/// socket is closed) or a read hang-up (unix: shut down for reading, though
+/// `SO_ACCEPTCONN` still reads 1) on one that an app shut down.
+fn listening(fd: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    // nix names no POLLRDHUP.
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN | rdhup)];
+    if poll(&mut fds, PollTimeout::ZERO).is_err() {
+        return true; // cannot tell: leave it alone
+    }
+    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+    !revents.intersects(PollFlags::POLLHUP | rdhup)
 }
 
 fn unix_path(o: &Owned) -> Option<&PathBuf> {

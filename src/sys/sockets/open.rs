@@ -12,9 +12,10 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use socket2::{Domain, SockAddr, Socket, Type};
 use thiserror::Error;
 
-use super::{Origin, Owned};
+use super::{Bound, Origin, Owned};
 use crate::config::{Host, ListenAddr, ListenSpec};
 use crate::protocol::activation::{FIRST_FD, Inherited, PassedSocket};
+use crate::protocol::claim::BindAddr;
 use crate::sys::raw;
 
 #[derive(Debug, Error)]
@@ -196,10 +197,53 @@ fn inet_socket(addr: &SocketAddr, ty: Type, opts: SocketOptions) -> io::Result<S
     Ok(socket)
 }
 
-fn backlog(opts: SocketOptions) -> i32 {
+pub(super) fn backlog(opts: SocketOptions) -> i32 {
     // The kernel caps the backlog at net.core.somaxconn; the queue is what
     // holds connections while no generation is accepting.
     opts.backlog.unwrap_or(i32::MAX)
+}
+
+/// Replaces a socket that cannot listen again by a fresh one on the same
+/// address, at the same fd number in hotswap (so that the next generation
+/// finds it where the previous one did). Children holding the old one keep it.
+pub(super) fn rebind(owned: &mut Owned, bound: &Bound, opts: SocketOptions) -> io::Result<()> {
+    let socket = match &bound.addr {
+        BindAddr::Inet(addr) => {
+            let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
+            if addr.is_ipv6() {
+                socket.set_only_v6(bound.v6only)?;
+            }
+            socket.set_reuse_address(true)?;
+            if opts.reuse_port {
+                socket.set_reuse_port(true)?;
+            }
+            socket.bind(&(*addr).into())?;
+            socket
+        }
+        BindAddr::Unix(path) => {
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            let _ = std::fs::remove_file(path);
+            socket.bind(&SockAddr::unix(path)?)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.socket_mode))?;
+            socket
+        }
+        BindAddr::Abstract(name) => {
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            let mut raw = vec![0u8];
+            raw.extend_from_slice(name);
+            let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&raw);
+            socket.bind(&SockAddr::unix(name)?)?;
+            socket
+        }
+    };
+    socket.listen(backlog(opts))?;
+    let mut fd = OwnedFd::from(socket);
+    raw::pin_fd(&mut fd, owned.fd.as_raw_fd())?;
+    let fresh = Owned::new(fd, owned.origin, owned.passed.clone())?;
+    owned.fd = fresh.fd;
+    owned.id = fresh.id;
+    owned.file_ino = fresh.file_ino;
+    Ok(())
 }
 
 /// A socket file nobody accepts on is left over from a crash: remove it.
