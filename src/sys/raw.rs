@@ -12,6 +12,9 @@
 //! 4. `pin_fd`: `dup3` onto a chosen fd number.
 //! 5. `cloexec_from`: `close_range(CLOSE_RANGE_CLOEXEC)`, or `fcntl` per fd.
 //! 6. `ignore_signal`: `signal(sig, SIG_IGN)`.
+//! 7. `poll_now`: `poll()` on one fd with no wait, for the event bits nix
+//!    does not name (`POLLRDHUP`).
+//! 8. `replace_fd`: `dup3` of a new file onto an fd number already owned.
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, OsString};
@@ -212,6 +215,20 @@ pub fn ignore_signal(sig: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// The events `fd` has now among `events` (`poll()` with no wait), as raw
+/// bits: nix's `PollFlags` drops `POLLRDHUP`, which is what a unix listener
+/// shut down for reading shows.
+pub fn poll_now(fd: std::os::fd::BorrowedFd<'_>, events: i16) -> io::Result<i16> {
+    let mut pollfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
+    // SAFETY: one pollfd on the stack, valid for the call; the fd is
+    // borrowed, so it stays open while poll reads it; timeout 0 never blocks.
+    let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pollfd.revents)
+}
+
 /// Writes `n` in decimal at the start of `buf`; returns the length. No allocation.
 fn write_decimal(buf: &mut [u8], mut n: u32) -> usize {
     let mut tmp = [0u8; 10];
@@ -260,6 +277,19 @@ pub fn pin_fd(fd: &mut OwnedFd, target: RawFd) -> io::Result<()> {
     // SAFETY: dup3 succeeded, so `target` is open and owned by nothing else;
     // the old OwnedFd is dropped (closed) by the assignment.
     *fd = unsafe { OwnedFd::from_raw_fd(target) };
+    Ok(())
+}
+
+/// Makes the fd number `fd` owns refer to `new`'s file instead (close-on-
+/// exec), atomically: the old file is released by this process (children
+/// holding it keep it), and `new`'s own number is closed.
+pub fn replace_fd(fd: &OwnedFd, new: OwnedFd) -> io::Result<()> {
+    // SAFETY: both fds are open and owned; dup3 atomically closes the old
+    // file at `fd`'s number and puts `new`'s file there, so `fd` keeps
+    // owning exactly one open fd; `new` is then dropped (its number closed).
+    if unsafe { libc::dup3(new.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod addresses;
 mod bad_input;
 mod control;
 mod drain;
+mod faults;
 mod forward_signals;
 mod lifecycle;
 mod load_client;

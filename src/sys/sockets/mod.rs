@@ -323,15 +323,10 @@ impl Sockets {
 /// socket is closed) or a read hang-up (unix: shut down for reading, though
 /// `SO_ACCEPTCONN` still reads 1) on one that an app shut down.
 fn listening(fd: &OwnedFd) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    // nix names no POLLRDHUP.
-    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN | rdhup)];
-    if poll(&mut fds, PollTimeout::ZERO).is_err() {
-        return true; // cannot tell: leave it alone
+    match crate::sys::raw::poll_now(fd.as_fd(), libc::POLLIN | libc::POLLRDHUP) {
+        Ok(revents) => revents & (libc::POLLHUP | libc::POLLRDHUP) == 0,
+        Err(_) => true, // cannot tell: leave it alone
     }
-    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-    !revents.intersects(PollFlags::POLLHUP | rdhup)
 }
 
 fn unix_path(o: &Owned) -> Option<&PathBuf> {

@@ -237,12 +237,12 @@ pub(super) fn rebind(owned: &mut Owned, bound: &Bound, opts: SocketOptions) -> i
         }
     };
     socket.listen(backlog(opts))?;
-    let mut fd = OwnedFd::from(socket);
-    raw::pin_fd(&mut fd, owned.fd.as_raw_fd())?;
-    let fresh = Owned::new(fd, owned.origin, owned.passed.clone())?;
-    owned.fd = fresh.fd;
-    owned.id = fresh.id;
-    owned.file_ino = fresh.file_ino;
+    raw::replace_fd(&owned.fd, OwnedFd::from(socket))?;
+    owned.id = super::SocketId::of(&owned.fd)?;
+    owned.file_ino = match &bound.addr {
+        BindAddr::Unix(path) => nix::sys::stat::lstat(path.as_path()).ok().map(|st| st.st_ino),
+        _ => None,
+    };
     Ok(())
 }
 

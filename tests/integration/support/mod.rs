@@ -128,6 +128,9 @@ pub struct Launch {
     pub broken_stderr: bool,
     /// The working directory (and `PWD`) hotswap starts in; the test's own when None.
     pub cwd: Option<PathBuf>,
+    /// stdout is a pipe whose reader is gone: every write to it meets EPIPE or SIGPIPE, as
+    /// under `hotswap … | logger` once logger died ([`Launch::start`] only).
+    pub broken_stdout: bool,
 }
 
 impl Launch {
@@ -145,6 +148,7 @@ impl Launch {
             echo: true,
             broken_stderr: false,
             cwd: None,
+            broken_stdout: false,
         }
     }
 
@@ -193,8 +197,12 @@ impl Launch {
     pub fn start(self) -> Hotswap {
         let (mut cmd, dir, token) = self.command();
         cmd.stdout(if self.echo { Stdio::inherit() } else { Stdio::null() });
+        if self.broken_stdout {
+            cmd.stdout(Stdio::piped());
+        }
         cmd.stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", self.shown()));
+        drop(child.stdout.take());
         let pipe = child.stderr.take().expect("piped stderr");
         let stderr = if self.broken_stderr {
             drop(pipe);
@@ -242,6 +250,11 @@ impl Hotswap {
     /// `hotswap ARGS` with extra `env` (see [`Launch`]).
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Hotswap {
         Launch::hotswap(args).env(env).start()
+    }
+
+    /// Live processes, other than hotswap, that carry this launch's guard token.
+    pub fn marked(&self) -> Vec<i32> {
+        pids_with_env(GUARD_VAR, &self.token).into_iter().filter(|&p| p != self.pid()).collect()
     }
 
     /// hotswap's pid.
