@@ -789,6 +789,16 @@ impl Supervisor {
         let broken = self.sockets_broken.as_ref().map(|(reason, _)| reason.as_str());
         let drained = self.waiters.drained(generation, after, broken);
         self.actions.extend(drained);
+        // Only with every serving instance up: one that is restarting may
+        // claim its sockets again in a moment.
+        if let Some(serving) = self.serving() {
+            let pids = self.pids_of(Some(serving));
+            let all_ready = pids.len() == self.config.instances as usize
+                && pids.iter().all(|p| self.children[p].phase == ChildPhase::Ready);
+            if all_ready && !self.is_stopping() {
+                self.push(Action::PruneSockets { pids });
+            }
+        }
     }
 
     fn begin_stop(&mut self, now: Instant, graceful: bool, code: i32) {

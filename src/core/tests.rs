@@ -377,6 +377,8 @@ fn a_new_generation_that_exits_is_rolled_back_and_the_old_one_untouched() {
                 waiter: 1,
                 outcome: Outcome::RolledBack { generation: 2, reason: reason.clone() }
             },
+            // What the failed generation claimed and gen 1 does not hold is closed.
+            Action::PruneSockets { pids: vec![100] },
             upstream_ready(
                 "reload to gen 2 failed: pid 101 exited with status 1 before it was ready; gen 1 still serving"
             ),
@@ -454,7 +456,7 @@ fn a_child_exiting_while_it_drains_is_never_signalled_again() {
     h.event(Event::Reload { waiter: None });
     h.ready(101);
     let actions = h.exit(100, ExitStatus::Exited(0));
-    assert_eq!(without_logs(actions), vec![]);
+    assert_eq!(without_logs(actions), vec![Action::PruneSockets { pids: vec![101] }]);
     assert!(h.advance(Duration::from_secs(60)).is_empty(), "no SIGKILL for a pid already gone");
 }
 
@@ -577,6 +579,27 @@ fn a_clean_exit_does_not_end_hotswap_while_a_sibling_restarts() {
             .any(|a| matches!(a, Action::Exit { .. } | Action::Upstream(Upstream::Stopping))),
         "instance 0 is about to restart: {actions:?}"
     );
+}
+
+#[test]
+fn sockets_are_pruned_after_a_reload_only_with_every_serving_instance_up() {
+    let mut h = Harness::serving(Config { instances: 2, ..config() });
+    h.event(Event::Reload { waiter: None });
+    h.ready(102);
+    h.ready(103);
+    h.exit(100, ExitStatus::Exited(0));
+    let actions = h.exit(101, ExitStatus::Exited(0));
+    assert!(actions.contains(&Action::PruneSockets { pids: vec![102, 103] }), "{actions:?}");
+
+    // A serving instance restarting when the old generation goes: nothing is pruned.
+    let mut h = Harness::serving(Config { instances: 2, ..config() });
+    h.event(Event::Reload { waiter: None });
+    h.ready(102);
+    h.ready(103);
+    h.exit(102, ExitStatus::Exited(1));
+    h.exit(100, ExitStatus::Exited(0));
+    let actions = h.exit(101, ExitStatus::Exited(0));
+    assert!(!actions.iter().any(|a| matches!(a, Action::PruneSockets { .. })), "{actions:?}");
 }
 
 #[test]
@@ -781,6 +804,19 @@ impl Record {
                     assert!(self.settled.insert(*pid), "seed {seed}: {action:?} twice");
                 }
                 Action::Exit { .. } => self.exited = true,
+                Action::PruneSockets { pids } => {
+                    let snap = h.sup.snapshot();
+                    let serving = snap.serving();
+                    for pid in pids {
+                        let child = snap.children.iter().find(|c| c.pid == *pid);
+                        assert!(
+                            child
+                                .is_some_and(|c| Some(c.generation) == serving
+                                    && c.state == ChildPhase::Ready),
+                            "seed {seed}: {action:?} names pid {pid}, no ready child of the serving gen"
+                        );
+                    }
+                }
                 Action::Spawn { .. } | Action::Upstream(_) | Action::Log(_) => {}
             }
         }

@@ -263,6 +263,13 @@ pub enum Action {
         /// The child.
         pid: Pid,
     },
+    /// A reload is over (the old generation is gone): close the sockets
+    /// claimed at a child's `bind()` that none of these serving children
+    /// holds, so a port the new code dropped stops queueing connections.
+    PruneSockets {
+        /// The serving generation's children, all ready.
+        pids: Vec<Pid>,
+    },
     /// A message for systemd above hotswap.
     Upstream(Upstream),
     /// Something worth a log line.

@@ -216,6 +216,7 @@ impl Driver {
                 self.children.settled(pid);
                 self.sampler.settle(pid);
             }
+            Action::PruneSockets { pids } => self.prune_sockets(&pids),
             Action::Upstream(message) => self.tell_systemd(message),
             Action::Log(notice) => match notice {
                 Notice::Failed { .. }
@@ -315,6 +316,31 @@ impl Driver {
                 taking_elsewhere: scan.taking_elsewhere.map(|t| t.to_string()),
             };
             sup.handle(Instant::now(), Event::Observed { pid, seen });
+        }
+    }
+
+    /// Closes the claimed sockets none of `pids` (the serving children) holds.
+    fn prune_sockets(&mut self, pids: &[Pid]) {
+        let held: std::collections::HashSet<u64> = pids
+            .iter()
+            .flat_map(|&pid| self.tracker.members(pid))
+            .flat_map(procfs::socket_inodes)
+            .collect();
+        let unheld: Vec<_> = self
+            .service
+            .sockets
+            .iter()
+            .filter(|o| !o.is_explicit() && !held.contains(&o.id.ino))
+            .map(|o| o.id)
+            .collect();
+        for id in unheld {
+            if let Some(owned) = self.service.sockets.release(id) {
+                tracing::info!(
+                    "closed {} ({}): no serving child holds it any more",
+                    owned.local,
+                    owned.origin
+                );
+            }
         }
     }
 

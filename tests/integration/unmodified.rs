@@ -472,3 +472,39 @@ fn a_child_of_another_user_gets_no_privileged_port_it_could_not_bind_itself() {
     }
     let _ = hotswap_bin();
 }
+
+/// A port the new code no longer binds is closed once the reload is over, so it does not
+/// keep queueing connections nobody accepts; `status` shows each socket's origin.
+#[test]
+fn a_claimed_port_the_new_generation_dropped_is_closed() {
+    let (api, admin) = (free_port(), free_port());
+    let app = fixture("app.js");
+    let script = format!(
+        "if [ \"$HOTSWAP_GENERATION\" = 1 ]; then export ADMIN_PORT={admin}; fi; exec node {app}"
+    );
+    let args = ["--control", "{dir}/ctl.sock", "--", "sh", "-c", &script];
+    let (hs, _) = start(&args, &[("PORT", &api.to_string())]);
+    wait_until("the admin port claimed", WAIT, || {
+        let lines = hs.stderr().lines();
+        lines.iter().any(|l| l.contains(&format!("claimed [::]:{admin}"))).then_some(())
+    });
+    let ctl = path_str(&hs.dir().join("ctl.sock"));
+    let status = crate::support::service::parse_status(&hs.run_cli(&[
+        "status",
+        "--json",
+        "--control",
+        &ctl,
+    ]));
+    let origins: Vec<(String, String)> =
+        status.sockets.iter().map(|s| (s.address.clone(), s.origin.clone())).collect();
+    assert!(origins.contains(&(format!("[::]:{api}"), "claimed by gen 1".into())), "{origins:?}");
+    assert!(origins.iter().all(|(_, o)| o == "claimed by gen 1"), "{origins:?}");
+    reload(&hs, 2);
+    let closed = hs.wait_for_stderr(&format!("closed [::]:{admin} (claimed by gen 1)"), WAIT);
+    assert!(closed.contains("no serving child holds it"), "{closed}");
+    assert!(crate::support::port_is_closed(format!("127.0.0.1:{admin}").parse().unwrap()));
+    assert_eq!(
+        http_get(format!("127.0.0.1:{api}").parse().unwrap(), "/").expect("api").generation(),
+        Some(2)
+    );
+}
