@@ -304,7 +304,15 @@ impl Driver {
         for (pid, deep) in self.sampler.due(now) {
             let began = Instant::now();
             let scan = procfs::scan(pid, &ours, deep);
-            self.sampler.looked(pid, Instant::now(), began.elapsed());
+            let cost = began.elapsed();
+            self.sampler.looked(pid, Instant::now(), cost);
+            tracing::debug!(
+                "looked at pid {pid}'s tree{} in {}us: {} processes, {}",
+                if deep { " (deep)" } else { "" },
+                cost.as_micros(),
+                scan.processes,
+                scan.taking.as_ref().map_or("not taking connections yet".into(), |t| t.to_string())
+            );
             if scan.processes == 0 {
                 continue; // gone: its exit is on its way
             }
