@@ -293,8 +293,12 @@ impl Supervisor {
                 }
             }
             (Running { .. } | Retrying { .. } | Stopping { .. }, Event::Exited { pid, status }) => {
-                self.on_exited(now, pid, status)
+                self.on_exited(now, pid, status, None)
             }
+            (
+                Running { .. } | Retrying { .. } | Stopping { .. },
+                Event::ExecFailed { pid, status, reason },
+            ) => self.on_exited(now, pid, status, Some(reason)),
             (Running { .. } | Retrying { .. } | Stopping { .. }, Event::WaiterGone { waiter }) => {
                 self.waiters.remove(waiter)
             }
@@ -556,7 +560,14 @@ impl Supervisor {
         }
     }
 
-    fn on_exited(&mut self, now: Instant, pid: Pid, status: ExitStatus) {
+    /// A child is gone; `exec_failed` says why when it never ran the program.
+    fn on_exited(
+        &mut self,
+        now: Instant,
+        pid: Pid,
+        status: ExitStatus,
+        exec_failed: Option<String>,
+    ) {
         let Some(child) = self.children.remove(&pid) else { return };
         self.timers.cancel(Timer::Kill(pid));
         self.timers.cancel(Timer::ReadyDelay(pid));
@@ -565,8 +576,14 @@ impl Supervisor {
         let generation = child.generation;
         match self.generations.get(&generation).map(|g| g.phase) {
             Some(GenPhase::Starting) => {
-                let cause = self.cause_of_exit(&child);
-                self.fail_generation(now, generation, FailReason::Exited { pid, status, cause })
+                let reason = match exec_failed {
+                    Some(reason) => FailReason::SpawnFailed { status: Some(status), reason },
+                    None => {
+                        let cause = self.cause_of_exit(&child);
+                        FailReason::Exited { pid, status, cause }
+                    }
+                };
+                self.fail_generation(now, generation, reason)
             }
             Some(GenPhase::Serving) => {
                 let instance = child.instance;

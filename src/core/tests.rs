@@ -603,6 +603,34 @@ fn sockets_are_pruned_after_a_reload_only_with_every_serving_instance_up() {
 }
 
 #[test]
+fn an_exec_that_failed_after_the_fork_rolls_the_reload_back_naming_it() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: Some(3) });
+    let (status, reason) =
+        (ExitStatus::Exited(126), "cannot execute app: Permission denied".to_string());
+    let actions = h.event(Event::ExecFailed { pid: 101, status, reason });
+    assert_eq!(
+        logs(&actions)[0],
+        "gen 2 failed: could not start: cannot execute app: Permission denied (status 126)"
+    );
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::Finish { waiter: 3, outcome: Outcome::RolledBack { .. } }
+        ))
+    );
+    // In the serving generation it is a crash like any other: restarted with backoff.
+    let mut h = Harness::serving(config());
+    let (status, reason) =
+        (ExitStatus::Exited(127), "cannot execute app: No such file".to_string());
+    let actions = h.event(Event::ExecFailed { pid: 100, status, reason });
+    assert!(
+        logs(&actions).contains(&"gen 1 instance 0 restarting in 100ms".to_string()),
+        "{actions:?}"
+    );
+}
+
+#[test]
 fn log_words_for_edge_values() {
     assert_eq!(Notice::Stopping { pids: vec![] }.to_string(), "stopping");
     assert_eq!(Notice::Stopping { pids: vec![4, 5] }.to_string(), "stopping (pids 4,5)");
@@ -881,7 +909,7 @@ fn invariants_hold_under_random_events() {
                 _ if !live.is_empty() => live[rng.below(live.len() as u64) as usize],
                 _ => 9999,
             };
-            let actions = match rng.below(18) {
+            let actions = match rng.below(19) {
                 0 | 1 => {
                     let waiter = (rng.below(2) == 0).then(|| {
                         next_waiter += 1;
@@ -937,6 +965,13 @@ fn invariants_hold_under_random_events() {
                         taking_elsewhere: (rng.below(4) == 0).then(|| "elsewhere".to_string()),
                     };
                     h.event(Event::Observed { pid, seen })
+                }
+                15 if !live.is_empty() => {
+                    let pid = live[rng.below(live.len() as u64) as usize];
+                    seen.gone.insert(pid);
+                    let status = ExitStatus::Exited(126);
+                    let reason = "cannot execute app: Permission denied".to_string();
+                    h.event(Event::ExecFailed { pid, status, reason })
                 }
                 14 => {
                     let pid = any_pid(&mut rng);

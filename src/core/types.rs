@@ -191,6 +191,16 @@ pub enum Event {
         /// The text after `STATUS=`.
         text: String,
     },
+    /// A child whose exec failed was reaped (it never ran the program):
+    /// `status` follows the shell (127 not found, 126 not executable).
+    ExecFailed {
+        /// The child.
+        pid: Pid,
+        /// How it ended.
+        status: ExitStatus,
+        /// One line: the program and the kernel's error.
+        reason: String,
+    },
     /// A process hotswap reaped. Pids that are not children are ignored.
     Exited {
         /// The reaped pid.

@@ -6,8 +6,11 @@ use std::collections::HashMap;
 
 use tokio::task::JoinHandle;
 
+use std::os::fd::OwnedFd;
+
 use crate::sys::channels::Watch;
 use crate::sys::process::{self, Pid};
+use crate::sys::spawn;
 
 /// A child's `--ready exec:` probe.
 #[derive(Debug, Default)]
@@ -29,6 +32,8 @@ struct ChildIo {
     probe: Probe,
     /// It was sent the stop signal: what it leaves behind drains with it.
     retiring: bool,
+    /// Where it reports a failed exec (read once it has exited).
+    exec_report: Option<OwnedFd>,
 }
 
 impl Drop for ChildIo {
@@ -45,10 +50,13 @@ impl Drop for ChildIo {
 }
 
 /// What a reaped pid was.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Reaped {
     /// A child: everything held for it is released.
-    Child,
+    Child {
+        /// Why its exec failed, if it did (then it never ran the program).
+        exec_error: Option<std::io::Error>,
+    },
     /// The probe of `child`.
     Probe {
         /// The child it probed.
@@ -66,10 +74,16 @@ pub struct Children {
 }
 
 impl Children {
-    /// A child was spawned, with its channels' readers if it has any.
-    pub fn add(&mut self, pid: Pid, channels: Option<Watch>) {
-        self.by_pid
-            .insert(pid, ChildIo { _channels: channels, probe: Probe::Idle, retiring: false });
+    /// A child was spawned, with its channels' readers if it has any and
+    /// the pipe on which it reports a failed exec.
+    pub fn add(&mut self, pid: Pid, channels: Option<Watch>, exec_report: OwnedFd) {
+        let io = ChildIo {
+            _channels: channels,
+            probe: Probe::Idle,
+            retiring: false,
+            exec_report: Some(exec_report),
+        };
+        self.by_pid.insert(pid, io);
     }
 
     /// `child` was sent the stop signal.
@@ -154,8 +168,9 @@ impl Children {
                 if let Probe::Running(probe) = io.probe {
                     self.probes.remove(&probe);
                 }
+                let exec_error = io.exec_report.as_ref().and_then(spawn::exec_error);
                 drop(io);
-                Reaped::Child
+                Reaped::Child { exec_error }
             }
             None => Reaped::Other,
         }

@@ -24,7 +24,7 @@ use crate::sys::control::ControlRequest;
 use crate::sys::process::{self, Exit};
 use crate::sys::procfs::{self, Watched};
 use crate::sys::sockets::{SocketOptions, Sockets};
-use crate::sys::spawn::{Spawner, spawn_probe};
+use crate::sys::spawn::{Forked, Spawner, spawn_probe};
 use crate::sys::tracking::Tracker;
 use crate::sys::upstream::{UpstreamSocket, monotonic_usec};
 
@@ -273,7 +273,7 @@ impl Driver {
         let cgroup = placement.cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
         let env = channels.env.clone();
         match self.service.spawner.spawn(generation, instance, env, &extra_fds, cgroup) {
-            Ok(pid) => {
+            Ok(Forked { pid, exec_report }) => {
                 tracing::debug!("gen {generation} instance {instance} spawned pid {pid}");
                 self.tracker.spawned(pid, generation, instance, placement);
                 let watch = match channels.watch(pid, self.uid, self.heard.clone()) {
@@ -283,7 +283,7 @@ impl Driver {
                         None
                     }
                 };
-                self.children.add(pid, watch);
+                self.children.add(pid, watch, exec_report);
                 self.sampler.watch(pid, Instant::now());
                 self.start_probe(pid);
                 Event::Spawned { generation, instance, pid }
@@ -465,11 +465,17 @@ impl Driver {
                 Exit::Signal(signal) => ExitStatus::Signaled(signal),
             };
             match self.children.reaped(pid) {
-                Reaped::Child if lingering.contains(&pid) => {
+                Reaped::Child { exec_error: Some(e) } => {
+                    self.tracker.forget(pid);
+                    let program = self.service.spawner.command[0].to_string_lossy();
+                    let reason = format!("cannot execute {program}: {e}");
+                    sup.handle(Instant::now(), Event::ExecFailed { pid, status, reason });
+                }
+                Reaped::Child { exec_error: None } if lingering.contains(&pid) => {
                     // The core hears of it once what it left behind is gone.
                     self.lingering.insert(pid, status);
                 }
-                Reaped::Child => {
+                Reaped::Child { exec_error: None } => {
                     self.tracker.forget(pid);
                     sup.handle(Instant::now(), Event::Exited { pid, status });
                 }

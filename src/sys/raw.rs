@@ -2,11 +2,11 @@
 //!
 //! Inventory:
 //! 1. `ExecPlan`'s `Send`/`Sync`: its raw pointers point into its own buffers.
-//! 2. `ExecPlan::spawn`: `Command::pre_exec`, whose closure runs between fork
-//!    and exec and calls only async-signal-safe functions (`write`, `fcntl`,
-//!    `signal`, `sigemptyset`, `pthread_sigmask`, `prctl`, `getppid`,
-//!    `getpid`, `execve`, `_exit`): no allocation, no formatting, no
-//!    logging, no locks.
+//! 2. `ExecPlan::spawn`: `fork()`, and `exec_child` in the child, which calls
+//!    only async-signal-safe functions (`setpgid`, `dup2`, `chdir`, `write`,
+//!    `fcntl`, `signal`, `sigemptyset`, `pthread_sigmask`, `prctl`,
+//!    `getppid`, `getpid`, `execve`, `_exit`): no allocation, no formatting,
+//!    no logging, no locks; `fail` reports a failed exec from the child.
 //! 3. `adopt_fd`: takes ownership of an fd nothing else owns yet (systemd's
 //!    `LISTEN_FDS`, one received as `SCM_RIGHTS`, one `accept4` returned).
 //! 4. `pin_fd`: `dup3` onto a chosen fd number.
@@ -21,9 +21,7 @@ use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use libc::c_char;
 
@@ -54,14 +52,6 @@ pub struct ExecPlan {
     /// there before exec, so nothing it starts is ever outside it.
     cgroup_procs: Option<RawFd>,
 }
-
-// SAFETY: the raw pointers point into heap buffers owned by the same
-// ExecPlan (CStrings, whose buffers do not move when the Vecs do) or are
-// re-derived in the child. The plan is moved into the pre_exec closure and
-// only ever touched in the forked child, which has a single thread.
-unsafe impl Send for ExecPlan {}
-// SAFETY: as above; the parent never reads or writes the plan once it is in the closure.
-unsafe impl Sync for ExecPlan {}
 
 impl ExecPlan {
     /// `path` is the resolved program, `env` everything but `LISTEN_PID`
@@ -125,83 +115,163 @@ impl ExecPlan {
         self
     }
 
-    /// Forks and execs the child in its own process group, stdin from
-    /// /dev/null, stdout and stderr shared with hotswap. Returns its pid;
-    /// an exec failure comes back as the exec's errno.
-    pub fn spawn(self) -> io::Result<u32> {
-        let mut plan = self;
-        let mut command =
-            Command::new(Path::new(std::ffi::OsStr::from_bytes(plan.path.as_bytes())));
-        command.stdin(Stdio::null()).process_group(0);
-        if let Some(dir) = &plan.cwd {
-            command.current_dir(dir);
-        }
+    /// Forks a child in its own process group, stdin from /dev/null, stdout
+    /// and stderr shared with hotswap, and returns at once, without waiting
+    /// for its exec: a generation of 64 instances is spawned in about the
+    /// time of one fork each. The child reports a failed exec on the pipe
+    /// whose read end comes back (4 bytes of errno, then it exits 127 if the
+    /// program was not found, else 126); end of file means exec succeeded.
+    pub fn spawn(mut self) -> io::Result<Forked> {
+        let cwd = match &self.cwd {
+            Some(dir) => Some(
+                CString::new(dir.as_os_str().as_bytes())
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+            ),
+            None => None,
+        };
+        let devnull = std::fs::File::open("/dev/null")?;
+        let (report, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let parent = std::process::id() as libc::pid_t;
-        // SAFETY: std runs this closure in the child between fork and exec
-        // (after setting the process group and the stdio fds; it leaves the
-        // signal mask as the parent had it). It makes only async-signal-safe
-        // calls on memory the closure owns or its own stack: write, fcntl,
-        // signal, sigemptyset, pthread_sigmask, prctl, getppid, getpid,
-        // execve, _exit; the digit loop and the slice writes do not
-        // allocate; the cgroup fd is the caller's, open until spawn returns. If
-        // execve returns, its errno goes back to the parent through std's
-        // close-on-exec pipe; listeners sit at fds 3.. permanently, so that
-        // pipe can never be among keep_fds.
-        unsafe {
-            command.pre_exec(move || {
-                // Use the plan as a whole: closures capture fields one by one otherwise.
-                let plan = &mut plan;
-                // First, before it can start anything: into its cgroup
-                // ("0" is the writing process itself).
-                if let Some(fd) = plan.cgroup_procs {
-                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                for &fd in &plan.keep_fds {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                // Dispositions first, then the mask (std leaves the parent's
-                // in place): a signal pending in between meets the default
-                // action, never hotswap's handler. Every disposition goes
-                // back to default (hotswap handles some and ignores others;
-                // handlers revert at exec by themselves, ignored ones do
-                // not), except SIGPIPE: ignored, as systemd starts services,
-                // so a child whose log reader went away gets EPIPE, not
-                // death. glibc refuses its own two (32, 33): harmless.
-                for sig in 1..=LAST_SIGNAL {
-                    if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                        libc::signal(sig, libc::SIG_DFL);
-                    }
-                }
-                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-                let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-                libc::sigemptyset(empty.as_mut_ptr());
-                libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
-                if plan.dies_with_parent {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                    // hotswap died before the prctl: nobody would kill us later.
-                    if libc::getppid() != parent {
-                        libc::_exit(1);
-                    }
-                }
-                if plan.set_listen_pid {
-                    let digits_at = LISTEN_PID.len();
-                    let pid = libc::getpid() as u32;
-                    let len = write_decimal(&mut plan.listen_pid[digits_at..], pid);
-                    plan.listen_pid[digits_at + len] = 0;
-                    let slot = plan.envp.len() - 2;
-                    plan.envp[slot] = plan.listen_pid.as_ptr().cast();
-                }
-                libc::execve(plan.path.as_ptr(), plan.argv_ptrs.as_ptr(), plan.envp.as_ptr());
-                Err(io::Error::last_os_error())
-            });
+        // Every signal blocked across the fork: one aimed at the new child
+        // before it has reset its dispositions would run hotswap's handler
+        // in it (tokio's, which writes to hotswap's own signal pipe). The
+        // child unblocks once its dispositions are default; the parent at once.
+        let all = nix::sys::signal::SigSet::all();
+        let old_mask = all.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_SETMASK)?;
+        // SAFETY: hotswap runs a single thread (tokio's current-thread
+        // runtime; no other thread is ever started), so no lock can be held
+        // by a thread that does not exist in the child. The child runs only
+        // `exec_child`, which makes async-signal-safe calls on memory
+        // prepared before the fork and never returns (execve or _exit).
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: in the freshly forked child, as `exec_child` requires.
+            unsafe { self.exec_child(parent, devnull.as_raw_fd(), report_write.as_raw_fd(), cwd) }
         }
-        let child = command.spawn()?;
-        // hotswap reaps every child itself (waitpid(-1)); std's Child neither waits nor kills on drop.
-        Ok(child.id())
+        let forked = io::Error::last_os_error();
+        old_mask.thread_set_mask()?;
+        if pid < 0 {
+            return Err(forked);
+        }
+        // The child makes its group too; whichever runs first, a signal to
+        // the group right after spawn finds it. EACCES: it has exec'd already.
+        let _ =
+            nix::unistd::setpgid(nix::unistd::Pid::from_raw(pid), nix::unistd::Pid::from_raw(pid));
+        drop(report_write);
+        Ok(Forked { pid: pid as u32, exec_report: report })
+    }
+
+    /// The child's side of `spawn`: everything between fork and exec.
+    ///
+    /// # Safety
+    ///
+    /// Only in the child of `fork`, once. It calls only async-signal-safe
+    /// functions (`setpgid`, `dup2`, `chdir`, `write`, `fcntl`, `signal`,
+    /// `sigemptyset`, `pthread_sigmask`, `prctl`, `getppid`, `getpid`,
+    /// `execve`, `_exit`) on memory the plan owns or its own stack, and
+    /// never returns: no destructor runs, nothing is allocated or locked.
+    unsafe fn exec_child(
+        &mut self,
+        parent: libc::pid_t,
+        devnull: RawFd,
+        report: RawFd,
+        cwd: Option<CString>,
+    ) -> ! {
+        // SAFETY: per this function's contract; each call below is
+        // async-signal-safe and touches only the plan, the stack and fds
+        // that are open in this process.
+        unsafe {
+            libc::setpgid(0, 0);
+            if libc::dup2(devnull, 0) == -1 {
+                fail(report, 126);
+            }
+            if let Some(dir) = &cwd {
+                if libc::chdir(dir.as_ptr()) == -1 {
+                    fail(report, 126);
+                }
+            }
+            // Before it can start anything: into its cgroup ("0" is the writer itself).
+            if let Some(fd) = self.cgroup_procs {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    fail(report, 126);
+                }
+            }
+            for &fd in &self.keep_fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    fail(report, 126);
+                }
+            }
+            // Dispositions first, then the mask (all blocked since before
+            // the fork): a signal sent to the child meanwhile meets the
+            // default action, never hotswap's handler. Every
+            // disposition goes back to default (hotswap handles some and
+            // ignores others; handlers revert at exec by themselves, ignored
+            // ones do not), except SIGPIPE: ignored, as systemd starts
+            // services, so a child whose log reader went away gets EPIPE,
+            // not death. glibc refuses its own two (32, 33): harmless.
+            for sig in 1..=LAST_SIGNAL {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(empty.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
+            if self.dies_with_parent {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                // hotswap died before the prctl: nobody would kill us later.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+            }
+            if self.set_listen_pid {
+                let digits_at = LISTEN_PID.len();
+                let pid = libc::getpid() as u32;
+                let len = write_decimal(&mut self.listen_pid[digits_at..], pid);
+                self.listen_pid[digits_at + len] = 0;
+                let slot = self.envp.len() - 2;
+                self.envp[slot] = self.listen_pid.as_ptr().cast();
+            }
+            libc::execve(self.path.as_ptr(), self.argv_ptrs.as_ptr(), self.envp.as_ptr());
+            let not_found = *libc::__errno_location() == libc::ENOENT;
+            fail(report, if not_found { 127 } else { 126 })
+        }
+    }
+}
+
+/// A child just forked by `ExecPlan::spawn`.
+#[derive(Debug)]
+pub struct Forked {
+    /// Its pid, also its process group id.
+    pub pid: u32,
+    /// Read end of the pipe on which it reports a failed exec: 4 bytes of
+    /// errno, or end of file once exec succeeded.
+    pub exec_report: OwnedFd,
+}
+
+/// In the child: reports errno on `report` and exits with `code`.
+///
+/// # Safety
+///
+/// Only in a forked child: `write` and `_exit` are async-signal-safe.
+unsafe fn fail(report: RawFd, code: i32) -> ! {
+    // SAFETY: reads this thread's errno and writes 4 bytes from the stack
+    // to an open fd; _exit ends the child without running anything else.
+    unsafe {
+        let errno = *libc::__errno_location();
+        libc::write(report, (&errno as *const i32).cast(), 4);
+        libc::_exit(code)
+    }
+}
+
+/// What a child reported on its `exec_report` pipe, read once it has
+/// exited: the errno of a failed exec, or None if exec succeeded.
+pub fn exec_error(report: &OwnedFd) -> Option<io::Error> {
+    let mut errno = [0u8; 4];
+    match nix::unistd::read(report, &mut errno) {
+        Ok(4) => Some(io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
+        _ => None,
     }
 }
 

@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use super::preload;
 use super::raw::ExecPlan;
+pub use super::raw::Forked;
 use crate::protocol::activation::{self, ChildEnv, FIRST_FD, PassedSocket};
 
 /// Why a program could not be started, with the shell's exit status for it.
@@ -89,7 +90,9 @@ pub struct Intercept {
 
 impl Spawner {
     /// Starts one child with the sockets at fds 3.., `extra_env` and the
-    /// `extra_fds` it names. Returns its pid (also its process group id).
+    /// `extra_fds` it names, in the cgroup whose `cgroup.procs` is open as
+    /// `cgroup_procs`. Returns once it is forked, with its pid (also its
+    /// process group id) and the pipe that reports a failed exec.
     pub fn spawn(
         &self,
         generation: u64,
@@ -97,7 +100,7 @@ impl Spawner {
         extra_env: Vec<(String, String)>,
         extra_fds: &[RawFd],
         cgroup_procs: Option<RawFd>,
-    ) -> Result<u32, SpawnError> {
+    ) -> Result<Forked, SpawnError> {
         let program = &self.command[0];
         let path = resolve_program(program, self.cwd.as_deref())?;
         let env = ChildEnv { sockets: &self.sockets, generation, instance, extra: extra_env };
@@ -132,5 +135,10 @@ pub fn spawn_probe(command: &str, child: u32) -> Result<u32, SpawnError> {
     env.push(("HOTSWAP_PID".into(), child.to_string().into()));
     let exec_error = |e| SpawnError::Exec("/bin/sh".into(), e);
     let plan = ExecPlan::new(shell, argv, env, Vec::new(), None).map_err(exec_error)?;
-    plan.helper().spawn().map_err(exec_error)
+    plan.helper().spawn().map(|forked| forked.pid).map_err(exec_error)
+}
+
+/// Why `forked`'s exec failed, once it has exited; None if it succeeded.
+pub fn exec_error(forked_report: &std::os::fd::OwnedFd) -> Option<io::Error> {
+    super::raw::exec_error(forked_report)
 }

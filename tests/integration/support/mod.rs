@@ -76,7 +76,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Calls `f` every 10ms until it returns `Some`, or returns `None` once `deadline` has passed.
-fn poll_until<T>(deadline: Instant, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn poll_until<T>(deadline: Instant, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     loop {
         if let Some(v) = f() {
             return Some(v);
