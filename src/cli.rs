@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ListenSpec, ReadyMode, parse_duration, parse_mode, parse_signal};
+use crate::config::{ListenSpec, ReadyMode, parse_duration, parse_mode, parse_signal, parse_size};
 use crate::core::Restart;
 
 #[derive(Debug, Parser)]
@@ -68,6 +68,21 @@ pub struct RunArgs {
     /// Then SIGKILL to the retiring child's process group.
     #[arg(long, default_value = "30s", value_name = "DUR", value_parser = duration, env = "HOTSWAP_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
+
+    /// Replace instances one at a time (new i ready, then old i retires) instead of the whole
+    /// generation at once. A failure stops the rollout where it is.
+    #[arg(long, env = "HOTSWAP_ROLLING")]
+    pub rolling: bool,
+
+    /// A child that sent WATCHDOG=1 once must send it at least this often, else it is replaced
+    /// (it gets WATCHDOG_USEC), as systemd's WatchdogSec=.
+    #[arg(long, value_name = "DUR", value_parser = duration, env = "HOTSWAP_WATCHDOG")]
+    pub watchdog: Option<Duration>,
+
+    /// An instance whose process tree's resident memory exceeds SIZE (500M, 1G) is replaced:
+    /// a new one starts, then the old one drains.
+    #[arg(long, value_name = "SIZE", value_parser = size, env = "HOTSWAP_MAX_MEMORY")]
+    pub max_memory: Option<u64>,
 
     /// What to do when a child of the serving generation exits.
     #[arg(long, value_enum, default_value = "on-failure", env = "HOTSWAP_RESTART")]
@@ -174,6 +189,10 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 fn signal(s: &str) -> Result<i32, String> {
     parse_signal(s).map_err(|e| e.to_string())
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
 }
 
 fn mode(s: &str) -> Result<u32, String> {

@@ -39,6 +39,10 @@ pub fn reload(args: ReloadArgs) -> i32 {
                     eprintln!("hotswap: reload failed, {generation}rolled back: {reason}");
                     1
                 }
+                ReloadResult::Stopped => {
+                    eprintln!("hotswap: {generation}{reason}");
+                    1
+                }
                 ReloadResult::NotListening => {
                     eprintln!("hotswap: {generation}took over, but {reason}");
                     1

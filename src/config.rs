@@ -26,6 +26,8 @@ pub enum ConfigError {
     BadDuration(String, String),
     #[error("invalid socket mode {0:?}: expected octal like 0660")]
     BadMode(String),
+    #[error("invalid size {0:?}: expected a number with K, M, G or T (500M, 1G)")]
+    BadSize(String),
 }
 
 /// Where a `--listen` socket lives.
@@ -210,6 +212,31 @@ pub fn parse_signal(s: &str) -> Result<i32, ConfigError> {
     nix::sys::signal::Signal::from_str(&name).map(|sig| sig as i32).map_err(|_| bad())
 }
 
+/// `500M`, `1G`, `512K`, `1.5G`, or bytes: powers of 1024, as systemd's
+/// `MemoryMax=` reads them (a trailing `B` or `iB` is allowed).
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::BadSize(s.to_string());
+    let t = s.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (number, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, ' '),
+    };
+    let shift = match unit {
+        ' ' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return Err(bad()),
+    };
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(bad());
+    }
+    Ok((value * (1u64 << shift) as f64) as u64)
+}
+
 /// `0660` (octal).
 pub fn parse_mode(s: &str) -> Result<u32, ConfigError> {
     u32::from_str_radix(s, 8)
@@ -289,6 +316,19 @@ mod tests {
         assert_eq!(parse_signal("9"), Ok(9));
         assert_eq!(parse_signal("TERMINATE"), Err(ConfigError::BadSignal("TERMINATE".into())));
         assert_eq!(parse_signal("99"), Err(ConfigError::BadSignal("99".into())));
+    }
+
+    #[test]
+    fn sizes_in_powers_of_1024() {
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("2TB"), Ok(2 << 40));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "M", "12Q", "-1G", "0", "lots"] {
+            assert_eq!(parse_size(bad), Err(ConfigError::BadSize(bad.into())), "{bad}");
+        }
     }
 
     #[test]

@@ -64,6 +64,9 @@ struct Generation {
     /// `Spawn`s asked for and not answered yet: the generation is not gone
     /// before they are, or their children would belong to nothing.
     spawning: u32,
+    /// Started by a `--rolling` reload: its instances come one at a time,
+    /// each replacing the old one of its slot as soon as it is ready.
+    rolling: bool,
 }
 
 /// Where a child is in its life (deadlines live in the timer table).
@@ -93,6 +96,9 @@ struct Child {
     trouble: Option<String>,
     /// Sockets of its own its tree was seen listening on.
     own_listeners: Vec<String>,
+    /// It was spawned to replace this child of the same instance (over
+    /// `--max-memory`, silent past `--watchdog`), which serves until it is ready.
+    replaces: Option<Pid>,
 }
 
 /// The last reload's result, for `hotswap status`.
@@ -154,6 +160,8 @@ pub struct Snapshot {
     pub generations: Vec<GenerationSnapshot>,
     /// Every child not yet reaped, by pid.
     pub children: Vec<ChildSnapshot>,
+    /// Instances waiting out their restart backoff: (generation, instance).
+    pub restarting: Vec<(GenId, u32)>,
     /// The last reload's result.
     pub last_reload: Option<LastReload>,
     /// Whether hotswap is stopping.
@@ -183,6 +191,8 @@ pub struct Supervisor {
     /// driver found it, and when: a generation started after that has the
     /// fresh socket that replaced it.
     sockets_broken: Option<(String, Instant)>,
+    /// Spawns asked for to replace a serving child: (generation, instance) → that child.
+    replacing: BTreeMap<(GenId, u32), Pid>,
     actions: VecDeque<Action>,
 }
 
@@ -203,6 +213,7 @@ impl Supervisor {
             last_reload: None,
             warned: BTreeSet::new(),
             sockets_broken: None,
+            replacing: BTreeMap::new(),
             actions: VecDeque::new(),
         };
         sup.start_generation(now);
@@ -254,7 +265,7 @@ impl Supervisor {
             }
 
             (Running { .. }, Event::Forward { signal }) => {
-                for pid in self.pids_of(self.serving()) {
+                for pid in self.serving_pids() {
                     self.push(Action::Signal { pid, signal });
                 }
             }
@@ -302,6 +313,29 @@ impl Supervisor {
             (Running { .. } | Retrying { .. } | Stopping { .. }, Event::WaiterGone { waiter }) => {
                 self.waiters.remove(waiter)
             }
+            (Running { .. }, Event::Watchdog { pid, trigger: true }) => {
+                self.replace_child(now, pid, "asked to be replaced (WATCHDOG=trigger)".into())
+            }
+            (Running { .. }, Event::Watchdog { pid, trigger: false }) => {
+                if let (Some(every), true) =
+                    (self.config.watchdog, self.children.contains_key(&pid))
+                {
+                    self.timers.set(Timer::Watchdog(pid), now + every);
+                }
+            }
+            (Running { .. }, Event::OverMemory { pid, rss, limit }) => {
+                let why = format!(
+                    "uses {} MiB, over --max-memory {} MiB",
+                    rss / (1 << 20),
+                    limit / (1 << 20)
+                );
+                self.replace_child(now, pid, why)
+            }
+            // Nothing serves, or hotswap stops: nothing to replace.
+            (
+                Retrying { .. } | Stopping { .. },
+                Event::Watchdog { .. } | Event::OverMemory { .. },
+            ) => {}
             (
                 Running { .. } | Retrying { .. } | Stopping { .. },
                 Event::SocketsChecked { broken },
@@ -379,9 +413,11 @@ impl Supervisor {
                 status: c.status.clone(),
             })
             .collect();
+        let restarting = self.timers.restarts();
         Snapshot {
             generations,
             children,
+            restarting,
             last_reload: self.last_reload.clone(),
             stopping: self.is_stopping(),
         }
@@ -419,6 +455,17 @@ impl Supervisor {
                 self.start_generation(now);
             }
             (Running { .. } | Stopping { .. }, Timer::Retry) => {}
+            (Running { .. }, Timer::Watchdog(pid)) => {
+                let every = self.config.watchdog.unwrap_or_default();
+                let why = format!("sent no WATCHDOG=1 for {}", fmt_duration(every));
+                self.replace_child(now, pid, why)
+            }
+            (Retrying { .. } | Stopping { .. }, Timer::Watchdog(_)) => {}
+            (Running { .. } | Retrying { .. } | Stopping { .. }, Timer::ReplaceTimeout(pid)) => {
+                let after = self.config.ready_timeout;
+                self.replacement_failed(now, pid, FailReason::NotReady { after });
+                self.end_child(now, pid);
+            }
         }
     }
 
@@ -426,7 +473,11 @@ impl Supervisor {
         self.answered(generation);
         let g = self.generations.get(&generation);
         let restarts = g.and_then(|g| g.restarts.get(&instance).copied()).unwrap_or(0);
-        let phase = g.map(|g| g.phase);
+        let (phase, rolling) = (g.map(|g| g.phase), g.is_some_and(|g| g.rolling));
+        let replaces = match phase {
+            Some(GenPhase::Serving) => self.replacing.remove(&(generation, instance)),
+            _ => None,
+        };
         self.children.insert(
             pid,
             Child {
@@ -439,13 +490,19 @@ impl Supervisor {
                 signalled: None,
                 trouble: None,
                 own_listeners: Vec::new(),
+                replaces,
             },
         );
+        if !matches!(phase, Some(GenPhase::Retiring { .. }) | None) {
+            if let Some(delay) = self.config.ready_delay {
+                self.timers.set(Timer::ReadyDelay(pid), now + delay);
+            }
+        }
         match phase {
+            Some(GenPhase::Starting) if rolling => {
+                self.report(generation, Notice::InstanceStarted { generation, instance, pid })
+            }
             Some(GenPhase::Starting) => {
-                if let Some(delay) = self.config.ready_delay {
-                    self.timers.set(Timer::ReadyDelay(pid), now + delay);
-                }
                 // One instance at a time: a generation that fails spawns no more.
                 if instance + 1 < self.config.instances {
                     self.spawn(generation, instance + 1);
@@ -454,12 +511,10 @@ impl Supervisor {
                     self.report(generation, Notice::Started { generation, pids });
                 }
             }
-            Some(GenPhase::Serving) => {
-                if let Some(delay) = self.config.ready_delay {
-                    self.timers.set(Timer::ReadyDelay(pid), now + delay);
-                }
-                self.log(Notice::Restarted { generation, instance, pid })
+            Some(GenPhase::Serving) if replaces.is_some() => {
+                self.timers.set(Timer::ReplaceTimeout(pid), now + self.config.ready_timeout);
             }
+            Some(GenPhase::Serving) => self.log(Notice::Restarted { generation, instance, pid }),
             // Its generation ended while the spawn was under way.
             Some(GenPhase::Retiring { .. }) => self.end_child(now, pid),
             None => unreachable!("a generation with a spawn outstanding is kept"),
@@ -545,18 +600,78 @@ impl Supervisor {
         }
         child.phase = ChildPhase::Ready;
         child.signalled = None;
-        let generation = child.generation;
+        let (generation, instance, replaces) = (child.generation, child.instance, child.replaces);
+        let started_at = child.started_at;
         self.timers.cancel(Timer::ReadyDelay(pid));
         self.push(Action::Settled { pid });
-        if self.starting() == Some(generation) {
-            let ready = self
-                .children
-                .values()
-                .filter(|c| c.generation == generation && c.phase == ChildPhase::Ready)
-                .count();
-            if ready == self.config.instances as usize {
-                self.take_over(now, generation, via);
+        let g = &self.generations[&generation];
+        match g.phase {
+            GenPhase::Starting if g.rolling => {
+                let after = now.duration_since(started_at);
+                self.rolling_step(now, generation, instance, after, via)
             }
+            GenPhase::Starting => {
+                let ready = self
+                    .children
+                    .values()
+                    .filter(|c| c.generation == generation && c.phase == ChildPhase::Ready)
+                    .count();
+                if ready == self.config.instances as usize {
+                    self.take_over(now, generation, via);
+                }
+            }
+            GenPhase::Serving => {
+                self.timers.cancel(Timer::ReplaceTimeout(pid));
+                if let Some(old) = replaces.filter(|old| self.children.contains_key(old)) {
+                    self.log(Notice::Replaced { generation, instance, old, new: pid });
+                    self.end_child(now, old);
+                }
+            }
+            GenPhase::Retiring { .. } => {}
+        }
+    }
+
+    /// `--rolling`: instance `instance` of `generation` is ready: the one it
+    /// replaces retires, and the next instance starts (or the rollout is done).
+    fn rolling_step(
+        &mut self,
+        now: Instant,
+        generation: GenId,
+        instance: u32,
+        after: Duration,
+        via: Via,
+    ) {
+        let retiring: Vec<Pid> = self
+            .children
+            .iter()
+            .filter(|(_, c)| {
+                c.instance == instance
+                    && c.generation != generation
+                    && matches!(c.phase, ChildPhase::Starting | ChildPhase::Ready)
+                    && self.generations[&c.generation].phase == GenPhase::Serving
+            })
+            .map(|(&pid, _)| pid)
+            .collect();
+        let notice = Notice::InstanceReady {
+            generation,
+            instance,
+            after,
+            via: via.clone(),
+            retiring: retiring.clone(),
+        };
+        self.report(generation, notice);
+        for pid in retiring {
+            self.end_child(now, pid);
+        }
+        // An old instance that crashed and waits to restart is replaced too.
+        self.timers.cancel_where(|t| {
+            matches!(t, Timer::Restart { generation: g, instance: i } if *g != generation && *i == instance)
+        });
+        if instance + 1 < self.config.instances {
+            self.timers.set(Timer::ReadyTimeout(generation), now + self.config.ready_timeout);
+            self.spawn(generation, instance + 1);
+        } else {
+            self.take_over(now, generation, via);
         }
     }
 
@@ -569,8 +684,7 @@ impl Supervisor {
         exec_failed: Option<String>,
     ) {
         let Some(child) = self.children.remove(&pid) else { return };
-        self.timers.cancel(Timer::Kill(pid));
-        self.timers.cancel(Timer::ReadyDelay(pid));
+        self.cancel_child_timers(pid);
         // A stop begun below queues its own Exit when nothing is left.
         let was_stopping = self.is_stopping();
         let generation = child.generation;
@@ -585,10 +699,35 @@ impl Supervisor {
                 };
                 self.fail_generation(now, generation, reason)
             }
+            Some(GenPhase::Serving)
+                if child.replaces.is_some() && child.phase == ChildPhase::Starting =>
+            {
+                let reason = FailReason::Exited { pid, status, cause: None };
+                self.replacement_failed_for(&child, pid, reason);
+                // The child it was to replace died meanwhile: the instance restarts.
+                if child.replaces.is_some_and(|old| !self.children.contains_key(&old)) {
+                    self.on_crash(now, generation, child.instance, status, child.started_at);
+                }
+            }
+            // Retired while its generation serves on (replaced, or by a rolling
+            // reload): an exit it was asked for, no crash.
+            Some(GenPhase::Serving)
+                if matches!(child.phase, ChildPhase::Draining | ChildPhase::Killed) => {}
             Some(GenPhase::Serving) => {
                 let instance = child.instance;
                 self.log(Notice::ChildExited { generation, instance, pid, status });
-                self.on_crash(now, generation, instance, status, child.started_at);
+                // A replacement on its way takes its place: no restart next to it.
+                let replacement = self.children.values_mut().find(|c| c.replaces == Some(pid));
+                let coming = match replacement {
+                    Some(r) => {
+                        r.replaces = None;
+                        true
+                    }
+                    None => self.replacing.remove(&(generation, instance)).is_some(),
+                };
+                if !coming {
+                    self.on_crash(now, generation, instance, status, child.started_at);
+                }
             }
             Some(GenPhase::Retiring { .. }) | None => {}
         }
@@ -624,8 +763,9 @@ impl Supervisor {
             *count += 1;
             self.timers.set(Timer::Restart { generation, instance }, now + after);
             self.log(Notice::Restarting { generation, instance, after });
-        } else if self.is_idle(generation) && self.starting().is_none() {
+        } else if self.nothing_serves_or_comes() {
             // Nothing left to serve and nothing coming: exit with the child's status.
+            let _ = generation;
             self.begin_stop(now, true, status.code());
         }
     }
@@ -642,6 +782,8 @@ impl Supervisor {
                 started_at: now,
                 restarts: BTreeMap::new(),
                 spawning: 0,
+                // Rolling means replacing: the very first generation starts whole.
+                rolling: self.config.rolling && self.serving().is_some(),
             },
         );
         self.timers.set(Timer::ReadyTimeout(generation), now + self.config.ready_timeout);
@@ -649,13 +791,19 @@ impl Supervisor {
             self.push(Action::Upstream(Upstream::Reloading));
         }
         self.waiters.attach(generation);
-        // Instance 0 now; each next one once the previous is spawned.
+        // Instance 0 now; each next one once the previous is spawned (or,
+        // rolling, once it is ready).
         self.spawn(generation, 0);
     }
 
-    /// Every instance of `generation` is ready: it serves now, the old one retires.
+    /// Every instance of `generation` is ready: it serves now, the old ones retire.
     fn take_over(&mut self, now: Instant, generation: GenId, via: Via) {
-        let old = self.serving();
+        let olds: Vec<GenId> = self
+            .generations
+            .iter()
+            .filter(|(id, g)| **id != generation && g.phase == GenPhase::Serving)
+            .map(|(&id, _)| id)
+            .collect();
         let g = self.generations.get_mut(&generation).expect("starting generation exists");
         g.phase = GenPhase::Serving;
         let started_at = g.started_at;
@@ -669,15 +817,28 @@ impl Supervisor {
             self.mode = Mode::Running { reload_pending, failed_starts: 0 };
         }
         self.report(generation, Notice::Ready { generation, after, via });
-        if let Some(old) = old {
-            self.last_reload = Some(LastReload { generation, failure: None, duration: after });
-            let pids = self.pids_of(Some(old));
-            self.report(generation, Notice::Retiring { generation: old, pids });
-            self.waiters.took_over(generation, old);
-            self.retire_generation(now, old);
-        } else {
+        if olds.is_empty() {
             let finished = self.waiters.finish(generation, &Outcome::TookOver { generation });
             self.actions.extend(finished);
+        } else {
+            self.last_reload = Some(LastReload { generation, failure: None, duration: after });
+            for &old in &olds {
+                // A rollout retired them one by one already: only the rest is news.
+                let pids: Vec<Pid> = self
+                    .pids_of(Some(old))
+                    .into_iter()
+                    .filter(|p| {
+                        matches!(self.children[p].phase, ChildPhase::Starting | ChildPhase::Ready)
+                    })
+                    .collect();
+                if !pids.is_empty() {
+                    self.report(generation, Notice::Retiring { generation: old, pids });
+                }
+            }
+            self.waiters.took_over(generation);
+            for old in olds {
+                self.retire_generation(now, old);
+            }
         }
         let pids = self.pids_of(Some(generation));
         let status = format!("gen {generation} serving (pids {})", fmt_pids(&pids));
@@ -687,6 +848,14 @@ impl Supervisor {
 
     /// `generation` did not come up: retire it; the serving generation, if any, goes on untouched.
     fn fail_generation(&mut self, now: Instant, generation: GenId, reason: FailReason) {
+        let replaced = self
+            .children
+            .values()
+            .filter(|c| c.generation == generation && c.phase == ChildPhase::Ready)
+            .count() as u32;
+        if self.generations[&generation].rolling && replaced > 0 {
+            return self.stop_rollout(now, generation, replaced, reason);
+        }
         self.log(Notice::Failed { generation, reason: reason.clone() });
         let started_at = self.generations[&generation].started_at;
         let outcome = Outcome::RolledBack { generation, reason: reason.clone() };
@@ -735,6 +904,56 @@ impl Supervisor {
         }
     }
 
+    /// A `--rolling` reload failed after `replaced` instances took over:
+    /// they stay, the failed one retires, the rest of the old generation
+    /// serves on. Both generations serve, instance by instance.
+    fn stop_rollout(&mut self, now: Instant, generation: GenId, replaced: u32, reason: FailReason) {
+        self.log(Notice::RolloutStopped { generation, replaced, reason: reason.clone() });
+        let g = self.generations.get_mut(&generation).expect("a rolling generation");
+        g.phase = GenPhase::Serving;
+        let started_at = g.started_at;
+        self.timers.cancel(Timer::ReadyTimeout(generation));
+        let outcome = Outcome::Stopped { generation, replaced, reason: reason.clone() };
+        let finished = self.waiters.finish(generation, &outcome);
+        self.actions.extend(finished);
+        let failed: Vec<Pid> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.generation == generation && c.phase == ChildPhase::Starting)
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in failed {
+            self.end_child(now, pid);
+        }
+        self.last_reload = Some(LastReload {
+            generation,
+            failure: Some(reason.clone()),
+            duration: now.duration_since(started_at),
+        });
+        let status =
+            format!("rollout of gen {generation} stopped after {replaced} instance(s): {reason}");
+        self.push(Action::Upstream(Upstream::Ready { status }));
+        self.start_pending_reload(now);
+    }
+
+    /// Replaces serving child `pid` by a fresh child of the same instance:
+    /// the new one starts, and once it is ready the old one retires.
+    fn replace_child(&mut self, now: Instant, pid: Pid, why: String) {
+        let Some(child) = self.children.get(&pid) else { return };
+        let (generation, instance) = (child.generation, child.instance);
+        let serving = self.generations[&generation].phase == GenPhase::Serving;
+        let busy = self.replacing.contains_key(&(generation, instance))
+            || self.children.values().any(|c| c.replaces == Some(pid));
+        if child.phase != ChildPhase::Ready || !serving || busy {
+            return;
+        }
+        let _ = now;
+        self.timers.cancel(Timer::Watchdog(pid));
+        self.log(Notice::Replacing { generation, instance, pid, why });
+        self.replacing.insert((generation, instance), pid);
+        self.spawn(generation, instance);
+    }
+
     fn start_pending_reload(&mut self, now: Instant) {
         if let Mode::Running { reload_pending: true, failed_starts } = self.mode {
             self.mode = Mode::Running { reload_pending: false, failed_starts };
@@ -748,6 +967,7 @@ impl Supervisor {
         if !matches!(g.phase, GenPhase::Retiring { .. }) {
             g.phase = GenPhase::Retiring { since: now };
         }
+        self.replacing.retain(|(g, _), _| *g != generation);
         self.timers.cancel(Timer::ReadyTimeout(generation));
         self.timers.cancel_where(
             |t| matches!(t, Timer::Restart { generation: g, .. } if *g == generation),
@@ -772,6 +992,8 @@ impl Supervisor {
                 }
                 child.phase = ChildPhase::Draining;
                 self.timers.cancel(Timer::ReadyDelay(pid));
+                self.timers.cancel(Timer::Watchdog(pid));
+                self.timers.cancel(Timer::ReplaceTimeout(pid));
                 self.timers.set(Timer::Kill(pid), now + self.config.drain_timeout);
                 let signal = self.config.stop_signal;
                 self.push(Action::Stop { pid, signal });
@@ -804,17 +1026,16 @@ impl Supervisor {
         let after = now.duration_since(since);
         self.log(Notice::Drained { generation, after });
         let broken = self.sockets_broken.as_ref().map(|(reason, _)| reason.as_str());
-        let drained = self.waiters.drained(generation, after, broken);
+        let oldest = self.generations.keys().next().copied();
+        let drained = self.waiters.drained(generation, after, oldest, broken);
         self.actions.extend(drained);
         // Only with every serving instance up: one that is restarting may
         // claim its sockets again in a moment.
-        if let Some(serving) = self.serving() {
-            let pids = self.pids_of(Some(serving));
-            let all_ready = pids.len() == self.config.instances as usize
-                && pids.iter().all(|p| self.children[p].phase == ChildPhase::Ready);
-            if all_ready && !self.is_stopping() {
-                self.push(Action::PruneSockets { pids });
-            }
+        let pids = self.serving_pids();
+        let all_up = pids.len() == self.config.instances as usize
+            && !self.children.values().any(|c| c.phase == ChildPhase::Starting);
+        if all_up && !self.is_stopping() {
+            self.push(Action::PruneSockets { pids });
         }
     }
 
@@ -826,6 +1047,7 @@ impl Supervisor {
         self.timers.cancel_where(|t| !matches!(t, Timer::Kill(_)));
         let cancelled = self.waiters.cancel_all();
         self.actions.extend(cancelled);
+        self.replacing.clear();
         let ids: Vec<GenId> = self.generations.keys().copied().collect();
         for generation in ids {
             self.retire_generation(now, generation);
@@ -890,8 +1112,68 @@ impl Supervisor {
         ))
     }
 
+    /// The newest serving generation (after a stopped rollout, two serve).
     fn serving(&self) -> Option<GenId> {
-        self.generations.iter().find(|(_, g)| g.phase == GenPhase::Serving).map(|(&id, _)| id)
+        self.generations.iter().rev().find(|(_, g)| g.phase == GenPhase::Serving).map(|(&id, _)| id)
+    }
+
+    /// The children that serve: ready, of a serving generation or of one
+    /// rolling in, instance by instance.
+    fn serving_pids(&self) -> Vec<Pid> {
+        self.children
+            .iter()
+            .filter(|(_, c)| {
+                let g = &self.generations[&c.generation];
+                c.phase == ChildPhase::Ready
+                    && (g.phase == GenPhase::Serving
+                        || (g.phase == GenPhase::Starting && g.rolling))
+            })
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
+    /// No child serves or starts, no restart is pending, no generation starts.
+    fn nothing_serves_or_comes(&self) -> bool {
+        self.serving_pids().is_empty()
+            && self.starting().is_none()
+            && !self.timers.any(|t| matches!(t, Timer::Restart { .. }))
+            && !self.children.values().any(|c| {
+                c.phase == ChildPhase::Starting
+                    && self.generations[&c.generation].phase == GenPhase::Serving
+            })
+    }
+
+    fn cancel_child_timers(&mut self, pid: Pid) {
+        for timer in [
+            Timer::Kill(pid),
+            Timer::ReadyDelay(pid),
+            Timer::Watchdog(pid),
+            Timer::ReplaceTimeout(pid),
+        ] {
+            self.timers.cancel(timer);
+        }
+    }
+
+    /// A replacement did not come up: the child it was for serves on.
+    fn log_replace_failed(
+        &mut self,
+        generation: GenId,
+        instance: u32,
+        pid: Pid,
+        reason: FailReason,
+    ) {
+        self.log(Notice::ReplaceFailed { generation, instance, pid, reason });
+    }
+
+    fn replacement_failed(&mut self, _now: Instant, pid: Pid, reason: FailReason) {
+        if let Some(child) = self.children.get(&pid) {
+            let (generation, instance) = (child.generation, child.instance);
+            self.log_replace_failed(generation, instance, pid, reason);
+        }
+    }
+
+    fn replacement_failed_for(&mut self, child: &Child, pid: Pid, reason: FailReason) {
+        self.log_replace_failed(child.generation, child.instance, pid, reason);
     }
 
     fn starting(&self) -> Option<GenId> {
@@ -905,14 +1187,6 @@ impl Supervisor {
             .filter(|(_, c)| c.generation == generation)
             .map(|(pid, _)| *pid)
             .collect()
-    }
-
-    /// No child of `generation` runs and none is about to be restarted.
-    fn is_idle(&self, generation: GenId) -> bool {
-        !self.children.values().any(|c| c.generation == generation)
-            && !self
-                .timers
-                .any(|t| matches!(t, Timer::Restart { generation: g, .. } if *g == generation))
     }
 }
 

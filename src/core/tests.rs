@@ -18,6 +18,8 @@ fn config() -> Config {
         stop_signal: TERM,
         restart: Restart::OnFailure,
         detect: false,
+        rolling: false,
+        watchdog: None,
     }
 }
 
@@ -35,13 +37,15 @@ struct Harness {
     spawned: Vec<(GenId, u32, Pid)>,
     /// Answer the next `Spawn` with `SpawnFailed` (an exec that failed).
     fail_next_spawn: bool,
+    config: Config,
 }
 
 impl Harness {
     fn new(config: Config) -> Self {
         let now = Instant::now();
         Harness {
-            sup: Supervisor::new(config, now),
+            sup: Supervisor::new(config.clone(), now),
+            config,
             now,
             next_pid: 100,
             spawned: Vec::new(),
@@ -84,6 +88,14 @@ impl Harness {
             self.sup.handle_timeout(self.now);
         }
         self.actions()
+    }
+
+    fn sup_rolling(&self) -> bool {
+        self.config.rolling
+    }
+
+    fn instances(&self) -> u32 {
+        self.config.instances
     }
 
     fn exit(&mut self, pid: Pid, status: ExitStatus) -> Vec<Action> {
@@ -638,6 +650,148 @@ fn log_words_for_edge_values() {
     assert_eq!(shown, ["0ms", "999ms", "1s", "1.5s", "60s"]);
 }
 
+// ---- many instances: rolling reloads, replacing one instance ----
+
+fn stops(actions: &[Action]) -> Vec<Pid> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Stop { pid, .. } => Some(*pid),
+            _ => None,
+        })
+        .collect()
+}
+
+fn spawns(actions: &[Action]) -> Vec<(GenId, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { generation, instance } => Some((*generation, *instance)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_rolling_reload_replaces_one_instance_at_a_time() {
+    let mut h = Harness::serving(Config { instances: 3, rolling: true, ..config() });
+    let actions = h.event(Event::Reload { waiter: Some(9) });
+    assert_eq!(spawns(&actions), [(2, 0)], "one new instance at a time");
+    assert_eq!(logs(&actions), ["gen 2 instance 0 started (pid 103)"]);
+    let actions = h.ready(103);
+    assert_eq!(stops(&actions), [100], "old instance 0 retires once new instance 0 is ready");
+    assert_eq!(spawns(&actions), [(2, 1)]);
+    assert_eq!(logs(&actions)[0], "gen 2 instance 0 ready after 0ms (READY=1); retiring pids 100");
+    let actions = h.ready(104);
+    assert_eq!((stops(&actions), spawns(&actions)), (vec![101], vec![(2, 2)]));
+    let actions = h.ready(105);
+    assert_eq!(stops(&actions), [102]);
+    assert!(logs(&actions).contains(&"gen 2 ready after 0ms (READY=1)".to_string()), "{actions:?}");
+    assert_eq!(h.sup.snapshot().serving(), Some(2));
+    let mut finished = Vec::new();
+    for pid in [100, 101, 102] {
+        finished.extend(
+            h.exit(pid, ExitStatus::Exited(0))
+                .into_iter()
+                .filter(|a| matches!(a, Action::Finish { .. })),
+        );
+    }
+    assert_eq!(
+        finished,
+        [Action::Finish { waiter: 9, outcome: Outcome::TookOver { generation: 2 } }]
+    );
+}
+
+#[test]
+fn a_failed_instance_stops_the_rollout_with_the_mix_serving() {
+    let mut h = Harness::serving(Config { instances: 4, rolling: true, ..config() });
+    h.event(Event::Reload { waiter: Some(9) });
+    h.ready(104);
+    h.ready(105);
+    let actions = h.exit(106, ExitStatus::Exited(1));
+    let reason = FailReason::Exited { pid: 106, status: ExitStatus::Exited(1), cause: None };
+    assert!(
+        actions.contains(&Action::Finish {
+            waiter: 9,
+            outcome: Outcome::Stopped { generation: 2, replaced: 2, reason: reason.clone() }
+        }),
+        "{actions:?}"
+    );
+    assert!(stops(&actions).is_empty(), "instances 2 and 3 of gen 1 serve on");
+    assert_eq!(
+        logs(&actions)[0],
+        "rollout of gen 2 stopped after 2 instance(s): pid 106 exited with status 1 before it was ready"
+    );
+    let snap = h.sup.snapshot();
+    let serving: Vec<(GenId, u32)> = snap
+        .children
+        .iter()
+        .filter(|c| c.state == ChildPhase::Ready)
+        .map(|c| (c.generation, c.instance))
+        .collect();
+    assert_eq!(serving, [(1, 2), (1, 3), (2, 0), (2, 1)]);
+    assert_eq!(snap.last_reload.unwrap().failure, Some(reason));
+    // Signals go to every serving child, whatever its generation.
+    let actions = h.event(Event::Forward { signal: USR1 });
+    assert_eq!(actions.len(), 4);
+    // The next rollout replaces each slot's child, whichever generation it is from.
+    h.event(Event::Reload { waiter: None });
+    let mut retired = Vec::new();
+    for pid in 107..111 {
+        retired.extend(stops(&h.ready(pid)));
+    }
+    assert_eq!(retired, [104, 105, 102, 103]);
+    assert_eq!(h.sup.snapshot().serving(), Some(3));
+}
+
+#[test]
+fn an_instance_over_max_memory_is_replaced_gracefully() {
+    let mut h = Harness::serving(Config { instances: 2, ..config() });
+    let (rss, limit) = (600 << 20, 500 << 20);
+    let actions = h.event(Event::OverMemory { pid: 100, rss, limit });
+    assert_eq!(
+        logs(&actions)[0],
+        "gen 1 instance 0 (pid 100) uses 600 MiB, over --max-memory 500 MiB: replacing it"
+    );
+    assert_eq!(spawns(&actions), [(1, 0)]);
+    assert!(stops(&actions).is_empty(), "the old one serves until its replacement is ready");
+    assert!(
+        h.event(Event::OverMemory { pid: 100, rss, limit }).is_empty(),
+        "one replacement at a time"
+    );
+    let actions = h.ready(102);
+    assert_eq!(stops(&actions), [100]);
+    assert_eq!(logs(&actions), ["gen 1 instance 0 replaced: pid 102 serves, pid 100 retiring"]);
+    // A replacement that dies before it is ready changes nothing: no restart, the old serves on.
+    h.event(Event::OverMemory { pid: 101, rss, limit });
+    let actions = h.exit(103, ExitStatus::Exited(1));
+    assert!(
+        logs(&actions)[0].starts_with("gen 1 instance 1: replacement pid 103 failed"),
+        "{actions:?}"
+    );
+    assert!(spawns(&actions).is_empty() && stops(&actions).is_empty(), "{actions:?}");
+    assert!(h.sup.is_child(101));
+}
+
+#[test]
+fn a_child_that_stops_sending_watchdog_is_replaced() {
+    let mut h = Harness::serving(Config { watchdog: Some(Duration::from_secs(5)), ..config() });
+    assert!(h.advance(Duration::from_secs(60)).is_empty(), "never pinged: not watched");
+    h.event(Event::Watchdog { pid: 100, trigger: false });
+    h.advance(Duration::from_secs(3));
+    h.event(Event::Watchdog { pid: 100, trigger: false });
+    assert!(h.advance(Duration::from_millis(4999)).is_empty(), "the last ping counts");
+    let actions = h.advance(ms(1));
+    assert_eq!(
+        logs(&actions)[0],
+        "gen 1 instance 0 (pid 100) sent no WATCHDOG=1 for 5s: replacing it"
+    );
+    assert_eq!(spawns(&actions), [(1, 0)]);
+    let mut h = Harness::serving(Config { watchdog: Some(Duration::from_secs(5)), ..config() });
+    let actions = h.event(Event::Watchdog { pid: 100, trigger: true });
+    assert_eq!(spawns(&actions), [(1, 0)], "WATCHDOG=trigger: at once");
+}
+
 // ---- readiness: explicit signals and what /proc shows ----
 
 fn seen(holds: bool, taking: Option<&str>) -> Seen {
@@ -800,6 +954,8 @@ struct Record {
     exited: bool,
     /// Children whose start was declared over.
     settled: BTreeSet<Pid>,
+    /// The children that were ready after the previous step.
+    ready: BTreeSet<Pid>,
 }
 
 impl Record {
@@ -833,15 +989,18 @@ impl Record {
                 }
                 Action::Exit { .. } => self.exited = true,
                 Action::PruneSockets { pids } => {
+                    // Only serving children: ready, of a generation that is not retiring.
                     let snap = h.sup.snapshot();
-                    let serving = snap.serving();
                     for pid in pids {
                         let child = snap.children.iter().find(|c| c.pid == *pid);
+                        let live = |g: GenId| {
+                            snap.generations
+                                .iter()
+                                .any(|s| s.id == g && s.state != GenerationState::Retiring)
+                        };
                         assert!(
-                            child
-                                .is_some_and(|c| Some(c.generation) == serving
-                                    && c.state == ChildPhase::Ready),
-                            "seed {seed}: {action:?} names pid {pid}, no ready child of the serving gen"
+                            child.is_some_and(|c| c.state == ChildPhase::Ready && live(c.generation)),
+                            "seed {seed}: {action:?} names pid {pid}, no serving child"
                         );
                     }
                 }
@@ -854,7 +1013,32 @@ impl Record {
             assert!(self.open_waiters.is_empty(), "seed {seed}: exited with waiters left");
         }
         let count = |state| snap.generations.iter().filter(|g| g.state == state).count();
-        assert!(count(GenerationState::Serving) <= 1, "seed {seed}: two serving: {snap:?}");
+        // Two generations serve together only after a rolling reload stopped midway;
+        // every instance is served by one child at most, whatever its generation.
+        let serving_gens: BTreeSet<GenId> = snap
+            .generations
+            .iter()
+            .filter(|g| g.state == GenerationState::Serving)
+            .map(|g| g.id)
+            .collect();
+        if !h.sup_rolling() {
+            assert!(serving_gens.len() <= 1, "seed {seed}: two serving: {snap:?}");
+        }
+        for instance in 0..h.instances() {
+            let servers = snap
+                .children
+                .iter()
+                .filter(|c| {
+                    c.instance == instance
+                        && c.state == ChildPhase::Ready
+                        && serving_gens.contains(&c.generation)
+                })
+                .count();
+            assert!(
+                servers <= 1,
+                "seed {seed}: instance {instance} served {servers} times: {snap:?}"
+            );
+        }
         assert!(count(GenerationState::Starting) <= 1, "seed {seed}: two starting: {snap:?}");
         if snap.stopping {
             assert_eq!(count(GenerationState::Serving), 0, "seed {seed}: serving while stopping");
@@ -862,14 +1046,32 @@ impl Record {
         }
         for child in &snap.children {
             let g = snap.generations.iter().find(|g| g.id == child.generation);
-            let g = g.unwrap_or_else(|| panic!("seed {seed}: child of a forgotten gen: {snap:?}"));
-            if g.state != GenerationState::Retiring {
+            g.unwrap_or_else(|| panic!("seed {seed}: child of a forgotten gen: {snap:?}"));
+        }
+        // A serving child of a live generation is told to stop only when another child
+        // has just become ready for its instance (a replacement, a rolling reload's new one).
+        for action in actions {
+            let Action::Stop { pid, .. } = action else { continue };
+            if !self.ready.contains(pid) {
+                continue; // it never served: a failed start or replacement
+            }
+            let Some(child) = snap.children.iter().find(|c| c.pid == *pid) else { continue };
+            let g = snap.generations.iter().find(|g| g.id == child.generation).unwrap();
+            if g.state != GenerationState::Retiring && !snap.stopping {
+                let replaced = snap.children.iter().any(|c| {
+                    c.pid != child.pid
+                        && c.instance == child.instance
+                        && c.state == ChildPhase::Ready
+                });
                 assert!(
-                    matches!(child.state, ChildPhase::Starting | ChildPhase::Ready),
-                    "seed {seed}: a child of a live generation drains: {snap:?}"
+                    replaced,
+                    "seed {seed}: {action:?} with nothing serving instance {}: {snap:?}",
+                    child.instance
                 );
             }
         }
+        self.ready =
+            snap.children.iter().filter(|c| c.state == ChildPhase::Ready).map(|c| c.pid).collect();
         if let Some(at) = h.sup.poll_timeout() {
             assert!(at > h.now, "seed {seed}: a timer due now was left unfired");
         }
@@ -884,6 +1086,8 @@ fn invariants_hold_under_random_events() {
         let instances = 1 + rng.below(3) as u32;
         let ready_delay = (rng.below(4) == 0).then(|| ms(50 + rng.below(400)));
         let detect = rng.below(2) == 0;
+        let rolling = rng.below(2) == 0;
+        let watchdog = (rng.below(3) == 0).then(|| ms(100 + rng.below(500)));
         let mut h = Harness::new(Config {
             instances,
             ready_timeout: ms(500),
@@ -891,6 +1095,8 @@ fn invariants_hold_under_random_events() {
             drain_timeout: ms(800),
             restart,
             detect,
+            rolling,
+            watchdog,
             ..config()
         });
         let mut seen = Record::default();
@@ -909,7 +1115,7 @@ fn invariants_hold_under_random_events() {
                 _ if !live.is_empty() => live[rng.below(live.len() as u64) as usize],
                 _ => 9999,
             };
-            let actions = match rng.below(19) {
+            let actions = match rng.below(21) {
                 0 | 1 => {
                     let waiter = (rng.below(2) == 0).then(|| {
                         next_waiter += 1;
@@ -965,6 +1171,14 @@ fn invariants_hold_under_random_events() {
                         taking_elsewhere: (rng.below(4) == 0).then(|| "elsewhere".to_string()),
                     };
                     h.event(Event::Observed { pid, seen })
+                }
+                16 => {
+                    let pid = any_pid(&mut rng);
+                    h.event(Event::Watchdog { pid, trigger: rng.below(4) == 0 })
+                }
+                17 => {
+                    let pid = any_pid(&mut rng);
+                    h.event(Event::OverMemory { pid, rss: 2 << 30, limit: 1 << 30 })
                 }
                 15 if !live.is_empty() => {
                     let pid = live[rng.below(live.len() as u64) as usize];

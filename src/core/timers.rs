@@ -19,6 +19,10 @@ pub(super) enum Timer {
     Restart { generation: GenId, instance: u32 },
     /// Nothing serves and nothing starts: the next generation starts then.
     Retry,
+    /// A child that sent `WATCHDOG=1` must send it again by then.
+    Watchdog(Pid),
+    /// A replacement child must be ready by then (`--ready-timeout`).
+    ReplaceTimeout(Pid),
 }
 
 /// Deadlines by what they are for.
@@ -44,6 +48,17 @@ impl Timers {
 
     pub fn any(&self, f: impl Fn(&Timer) -> bool) -> bool {
         self.at.keys().any(f)
+    }
+
+    /// The pending restarts: (generation, instance).
+    pub fn restarts(&self) -> Vec<(GenId, u32)> {
+        self.at
+            .keys()
+            .filter_map(|t| match *t {
+                Timer::Restart { generation, instance } => Some((generation, instance)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The earliest deadline, if any.

@@ -76,6 +76,12 @@ pub struct Config {
     /// says `READY=1` seconds before a worker can accept). Otherwise only
     /// explicit signals count.
     pub detect: bool,
+    /// `--rolling`: a reload replaces instances one at a time (new i ready,
+    /// then old i retires) instead of the whole generation at once.
+    pub rolling: bool,
+    /// `--watchdog DUR`: a child that sent `WATCHDOG=1` once must send it
+    /// again within this, or it is replaced.
+    pub watchdog: Option<Duration>,
 }
 
 /// How a child was found ready.
@@ -214,6 +220,22 @@ pub enum Event {
     SocketsChecked {
         /// None when every socket listens.
         broken: Option<String>,
+    },
+    /// A child sent `WATCHDOG=1` (or `WATCHDOG=trigger`: replace it now).
+    Watchdog {
+        /// The child it is about.
+        pid: Pid,
+        /// `WATCHDOG=trigger`.
+        trigger: bool,
+    },
+    /// A child's process tree uses more memory than `--max-memory`.
+    OverMemory {
+        /// The child it is about.
+        pid: Pid,
+        /// Its tree's resident memory, in bytes.
+        rss: u64,
+        /// `--max-memory`, in bytes.
+        limit: u64,
     },
     /// A `reload --wait` client went away.
     WaiterGone {
@@ -374,6 +396,16 @@ pub enum Outcome {
         /// Which socket, and what hotswap did about it.
         reason: String,
     },
+    /// A `--rolling` reload stopped at an instance that failed: the
+    /// instances before it run the new generation, the rest the old one.
+    Stopped {
+        /// The new generation.
+        generation: GenId,
+        /// How many instances it replaced (0..replaced run it).
+        replaced: u32,
+        /// Why the next one failed.
+        reason: FailReason,
+    },
     /// hotswap is stopping; the reload will not happen.
     Cancelled,
 }
@@ -469,6 +501,71 @@ pub enum Notice {
         /// The backoff.
         after: Duration,
     },
+    /// `--rolling`: one instance of a new generation was spawned.
+    InstanceStarted {
+        /// The generation.
+        generation: GenId,
+        /// The instance.
+        instance: u32,
+        /// The new child.
+        pid: Pid,
+    },
+    /// `--rolling`: one instance of a new generation is ready and serves; the
+    /// one it replaces retires.
+    InstanceReady {
+        /// The generation.
+        generation: GenId,
+        /// The instance.
+        instance: u32,
+        /// Since it was spawned.
+        after: Duration,
+        /// How it was found ready.
+        via: Via,
+        /// The children it replaces.
+        retiring: Vec<Pid>,
+    },
+    /// A `--rolling` reload stopped at a failed instance.
+    RolloutStopped {
+        /// The new generation.
+        generation: GenId,
+        /// Instances it replaced before that.
+        replaced: u32,
+        /// Why the next one failed.
+        reason: FailReason,
+    },
+    /// A serving child is to be replaced by a fresh one of the same instance.
+    Replacing {
+        /// Its generation.
+        generation: GenId,
+        /// Its instance.
+        instance: u32,
+        /// The child replaced.
+        pid: Pid,
+        /// Why (over `--max-memory`, silent past `--watchdog`).
+        why: String,
+    },
+    /// The replacement is ready; the replaced child retires.
+    Replaced {
+        /// Its generation.
+        generation: GenId,
+        /// Its instance.
+        instance: u32,
+        /// The child replaced.
+        old: Pid,
+        /// The replacement.
+        new: Pid,
+    },
+    /// A replacement did not come up; the child it was for serves on.
+    ReplaceFailed {
+        /// Its generation.
+        generation: GenId,
+        /// Its instance.
+        instance: u32,
+        /// The replacement.
+        pid: Pid,
+        /// Why.
+        reason: FailReason,
+    },
     /// A draining child outlived `--drain-timeout`.
     Killing {
         /// Its generation.
@@ -536,6 +633,35 @@ impl fmt::Display for Notice {
             Notice::Restarted { generation, instance, pid } => {
                 write!(f, "gen {generation} instance {instance} restarted (pid {pid})")
             }
+            Notice::InstanceStarted { generation, instance, pid } => {
+                write!(f, "gen {generation} instance {instance} started (pid {pid})")
+            }
+            Notice::InstanceReady { generation, instance, after, via, retiring } => {
+                write!(
+                    f,
+                    "gen {generation} instance {instance} ready after {} ({via})",
+                    fmt_duration(*after)
+                )?;
+                match retiring.as_slice() {
+                    [] => Ok(()),
+                    pids => write!(f, "; retiring pids {}", fmt_pids(pids)),
+                }
+            }
+            Notice::RolloutStopped { generation, replaced, reason } => write!(
+                f,
+                "rollout of gen {generation} stopped after {replaced} instance(s): {reason}"
+            ),
+            Notice::Replacing { generation, instance, pid, why } => {
+                write!(f, "gen {generation} instance {instance} (pid {pid}) {why}: replacing it")
+            }
+            Notice::Replaced { generation, instance, old, new } => write!(
+                f,
+                "gen {generation} instance {instance} replaced: pid {new} serves, pid {old} retiring"
+            ),
+            Notice::ReplaceFailed { generation, instance, pid, reason } => write!(
+                f,
+                "gen {generation} instance {instance}: replacement pid {pid} failed ({reason}); the old one serves on"
+            ),
         }
     }
 }

@@ -12,8 +12,8 @@ enum Stage {
     Next,
     /// Waits for this generation to be ready (or to fail).
     Starting(GenId),
-    /// `new` took over; waits until `old` is gone.
-    Draining { new: GenId, old: GenId },
+    /// `new` took over; waits until every older generation is gone.
+    Draining { new: GenId },
 }
 
 #[derive(Debug)]
@@ -63,22 +63,37 @@ impl Waiters {
             .collect()
     }
 
-    /// `new` took over from `old`: its clients wait until `old` is gone.
-    pub fn took_over(&mut self, new: GenId, old: GenId) {
+    /// `new` took over: its clients wait until every older generation is gone.
+    pub fn took_over(&mut self, new: GenId) {
         for w in self.list.iter_mut().filter(|w| w.stage == Stage::Starting(new)) {
-            w.stage = Stage::Draining { new, old };
+            w.stage = Stage::Draining { new };
         }
     }
 
-    /// `old` is gone after `after`: the clients that waited for that hear it
-    /// and are done, unless a socket does not listen (`broken`).
-    pub fn drained(&mut self, old: GenId, after: Duration, broken: Option<&str>) -> Vec<Action> {
-        let done = self.take(|stage| matches!(stage, Stage::Draining { old: o, .. } if o == old));
+    /// Generation `old` is gone after `after`; `oldest` is the oldest one
+    /// left. The clients of newer generations hear it; those with no older
+    /// generation left are done, unless a socket does not listen (`broken`).
+    pub fn drained(
+        &mut self,
+        old: GenId,
+        after: Duration,
+        oldest: Option<GenId>,
+        broken: Option<&str>,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
+        for w in &self.list {
+            if let Stage::Draining { new } = w.stage {
+                if new > old {
+                    let notice = Notice::Drained { generation: old, after };
+                    actions.push(Action::Report { waiter: w.id, notice });
+                }
+            }
+        }
+        let done = self.take(
+            |stage| matches!(stage, Stage::Draining { new } if oldest.is_none_or(|o| o >= new)),
+        );
         for w in done {
-            let Stage::Draining { new, .. } = w.stage else { unreachable!("taken above") };
-            let notice = Notice::Drained { generation: old, after };
-            actions.push(Action::Report { waiter: w.id, notice });
+            let Stage::Draining { new } = w.stage else { unreachable!("taken above") };
             let outcome = match broken {
                 None => Outcome::TookOver { generation: new },
                 Some(reason) => Outcome::NotListening { generation: new, reason: reason.into() },

@@ -39,6 +39,9 @@ use sampler::Sampler;
 /// A child is checked for the bind shim once the loader has surely run.
 const SHIM_GRACE: Duration = Duration::from_millis(20);
 
+/// How often each serving instance's memory is measured under `--max-memory`.
+const MEMORY_EVERY: Duration = Duration::from_secs(1);
+
 /// Pause between a failed `exec:` probe and the next.
 const PROBE_RETRY: Duration = Duration::from_millis(250);
 
@@ -56,6 +59,8 @@ pub struct Service {
     pub claims: Option<std::os::unix::net::UnixListener>,
     /// Options for sockets claimed at a child's bind() or replaced.
     pub socket_options: SocketOptions,
+    /// `--max-memory`, in bytes: each serving instance's tree is measured once a second.
+    pub max_memory: Option<u64>,
     pub upstream: Option<UpstreamSocket>,
 }
 
@@ -110,6 +115,9 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
     if let Some(listener) = service.claims.take() {
         tokio::spawn(crate::sys::claims::serve(listener, claim_tx));
     }
+    // At most once a second, and only with --max-memory (never at steady state otherwise).
+    let mut memory_tick = tokio::time::interval(MEMORY_EVERY);
+    memory_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sup = Supervisor::new(service.core.clone(), Instant::now());
     let mut driver = Driver {
         service,
@@ -135,6 +143,7 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
         }
         let deadline = sup.poll_timeout();
         let look = driver.sampler.next_due();
+        let measure = driver.service.max_memory.is_some();
         let event = tokio::select! {
             _ = hup.recv() => Some(Event::Reload { waiter: None }),
             _ = term.recv() => Some(Event::Stop { graceful: true }),
@@ -154,6 +163,10 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
                 driver.look(&mut sup);
                 None
             }
+            _ = memory_tick.tick(), if measure => {
+                driver.measure_memory(&mut sup);
+                None
+            }
             Some((pid, heard)) = heard_rx.recv() => Some(match heard {
                 Heard::Ready(channel) => {
                     // In auto a signal counts once a look confirms it: look now.
@@ -165,6 +178,7 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
                 } }
                 }
                 Heard::Status(text) => Event::Status { pid, text },
+                Heard::Watchdog { trigger } => Event::Watchdog { pid, trigger },
             }),
             Some(child) = probe_due_rx.recv() => {
                 if driver.children.retry_due(child) {
@@ -324,6 +338,25 @@ impl Driver {
                 taking_elsewhere: scan.taking_elsewhere.map(|t| t.to_string()),
             };
             sup.handle(Instant::now(), Event::Observed { pid, seen });
+        }
+    }
+
+    /// `--max-memory`: the resident memory of each ready child's tree (its
+    /// cgroup, or its process tree), against the limit.
+    fn measure_memory(&mut self, sup: &mut Supervisor) {
+        let Some(limit) = self.service.max_memory else { return };
+        let ready: Vec<Pid> = sup
+            .snapshot()
+            .children
+            .iter()
+            .filter(|c| c.state == core::ChildPhase::Ready)
+            .map(|c| c.pid)
+            .collect();
+        for pid in ready {
+            let rss = procfs::rss_of(&self.tracker.members(pid));
+            if rss > limit {
+                sup.handle(Instant::now(), Event::OverMemory { pid, rss, limit });
+            }
         }
     }
 
@@ -554,6 +587,11 @@ fn done(outcome: Outcome) -> Reply {
         Outcome::RolledBack { generation, reason } => {
             (ReloadResult::RolledBack, Some(generation), Some(reason.to_string()))
         }
+        Outcome::Stopped { generation, replaced, reason } => (
+            ReloadResult::Stopped,
+            Some(generation),
+            Some(format!("rollout stopped after {replaced} instance(s): {reason}")),
+        ),
         Outcome::NotListening { generation, reason } => {
             (ReloadResult::NotListening, Some(generation), Some(reason))
         }

@@ -54,6 +54,9 @@ pub enum ReloadResult {
     RolledBack,
     /// The new generation took over but a socket does not listen (client exit 1).
     NotListening,
+    /// A `--rolling` reload stopped at a failed instance: the instances
+    /// before it run the new generation, the rest the old one (client exit 1).
+    Stopped,
     /// hotswap is stopping; the reload will not happen (client exit 1).
     Cancelled,
 }
@@ -220,10 +223,14 @@ mod tests {
             ReloadResult::TookOver,
             ReloadResult::RolledBack,
             ReloadResult::NotListening,
+            ReloadResult::Stopped,
             ReloadResult::Cancelled,
         ]
         .map(|r| serde_json::to_value(r).unwrap());
-        assert_eq!(words(&results), ["took_over", "rolled_back", "not_listening", "cancelled"]);
+        assert_eq!(
+            words(&results),
+            ["took_over", "rolled_back", "not_listening", "stopped", "cancelled"]
+        );
         let last = [LastReloadResult::Ok, LastReloadResult::RolledBack]
             .map(|r| serde_json::to_value(r).unwrap());
         assert_eq!(words(&last), ["ok", "rolled_back"]);

@@ -3,8 +3,12 @@
 /// The assignments hotswap acts on; everything else is ignored, as systemd does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotifyMsg {
+    /// `READY=1`.
     Ready,
+    /// `STATUS=…`.
     Status(String),
+    /// `WATCHDOG=1` (false), or `WATCHDOG=trigger` (true: fail it now).
+    Watchdog(bool),
 }
 
 /// Parses one datagram: newline-separated `KEY=VALUE` assignments.
@@ -14,6 +18,8 @@ pub fn parse(datagram: &[u8]) -> Vec<NotifyMsg> {
         .filter_map(|line| match line.split_once('=') {
             Some(("READY", "1")) => Some(NotifyMsg::Ready),
             Some(("STATUS", status)) => Some(NotifyMsg::Status(status.to_string())),
+            Some(("WATCHDOG", "1")) => Some(NotifyMsg::Watchdog(false)),
+            Some(("WATCHDOG", "trigger")) => Some(NotifyMsg::Watchdog(true)),
             _ => None,
         })
         .collect()
@@ -49,6 +55,10 @@ mod tests {
             vec![NotifyMsg::Status("warming up".into()), NotifyMsg::Ready]
         );
         assert_eq!(parse(b"READY=0"), vec![]);
+        assert_eq!(
+            parse(b"WATCHDOG=1\nWATCHDOG=trigger\nWATCHDOG=0"),
+            vec![NotifyMsg::Watchdog(false), NotifyMsg::Watchdog(true)]
+        );
         assert_eq!(parse(b"BARRIER=1"), vec![]);
         assert_eq!(parse(b"garbage\xff"), vec![]);
     }

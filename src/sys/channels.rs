@@ -47,6 +47,11 @@ pub enum Heard {
     Ready(Channel),
     /// A `STATUS=` line.
     Status(String),
+    /// `WATCHDOG=1`, or `WATCHDOG=trigger`.
+    Watchdog {
+        /// `WATCHDOG=trigger`: it asks to be treated as hung now.
+        trigger: bool,
+    },
 }
 
 /// Where the channels' readers report: the child's pid and what they heard.
@@ -233,6 +238,7 @@ async fn read_notify(
             let heard = match msg {
                 NotifyMsg::Ready => Heard::Ready(Channel::Notify),
                 NotifyMsg::Status(text) => Heard::Status(text),
+                NotifyMsg::Watchdog(trigger) => Heard::Watchdog { trigger },
             };
             if events.send((child, heard)).is_err() {
                 return;

@@ -77,6 +77,8 @@ pub struct Spawner {
     pub sockets: Vec<PassedSocket>,
     /// The bind shim every child gets, unless `--intercept-bind off`.
     pub intercept: Option<Intercept>,
+    /// `--watchdog`, in microseconds, for the children's `WATCHDOG_USEC`.
+    pub watchdog_usec: Option<u64>,
 }
 
 /// What a child needs to have its binds claimed (DESIGN.md §7).
@@ -111,6 +113,9 @@ impl Spawner {
             let value = preload::ld_preload(existing.as_deref(), &intercept.library);
             env.push(("LD_PRELOAD".into(), value));
             env.push(("HOTSWAP_CLAIM".into(), intercept.claim.clone().into()));
+        }
+        if let Some(usec) = self.watchdog_usec {
+            env.push(("WATCHDOG_USEC".into(), usec.to_string().into()));
         }
         let mut keep_fds: Vec<RawFd> =
             (0..self.sockets.len() as RawFd).map(|i| FIRST_FD + i).collect();

@@ -11,6 +11,7 @@ mod control;
 mod drain;
 mod faults;
 mod forward_signals;
+mod instances;
 mod lifecycle;
 mod load_client;
 mod notify;

@@ -191,6 +191,17 @@ pub fn tree_rss(root: Pid) -> Option<u64> {
     Some(procs.iter().map(|p| rss(p.pid)).sum())
 }
 
+/// The resident memory of the processes `pids` in bytes (the sum of each
+/// one's `VmRSS`; those gone count 0).
+pub fn rss_of(pids: &[Pid]) -> u64 {
+    pids.iter()
+        .map(|pid| {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            parse_vm_rss(&status).unwrap_or(0)
+        })
+        .sum()
+}
+
 /// `VmRSS:\t   15364 kB` in /proc/PID/status, in bytes. Absent for a zombie.
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;

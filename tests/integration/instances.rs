@@ -1,0 +1,153 @@
+//! Many instances (issue 11, DESIGN.md §1, §2, §4): whole-generation and rolling reloads
+//! under load, a rollout stopped midway, and one instance replaced when it grows past
+//! `--max-memory` or goes silent past `--watchdog`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hotswap::protocol::control::ChildState;
+
+use crate::support::service::*;
+
+/// `sh -c SCRIPT server`: the example server, run as the script decides per generation and
+/// instance (`$0` is the server).
+fn scripted(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into(), server()]
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Four instances answer, each its own pid; a whole-generation reload and a rolling one
+/// under load lose nothing.
+#[test]
+fn four_instances_reload_whole_and_rolling_without_a_failed_request() {
+    for rolling in [false, true] {
+        let mut options = vec!["-n", "4"];
+        if rolling {
+            options.push("--rolling");
+        }
+        let svc = Service::start(&options, &[&server()], &[]);
+        let load = svc.load();
+        let mut ok = wait_for_ok(&load, 0, 200);
+        let pids: BTreeSet<u32> = (0..200).filter_map(|_| svc.get().pid()).collect();
+        assert_eq!(pids.len(), 4, "rolling={rolling}: four distinct pids answer: {pids:?}");
+        for generation in [2u64, 3] {
+            let from = svc.hs.stderr().line_count();
+            svc.hs.signal(nix::sys::signal::Signal::SIGHUP);
+            svc.wait_index(from, &format!("gen {generation} ready after "));
+            svc.wait_index(from, &format!("gen {} gone, drained after ", generation - 1));
+            if rolling {
+                // One at a time: instance i is ready before instance i+1 starts.
+                for i in 0..3 {
+                    let ready = svc
+                        .wait_index(from, &format!("gen {generation} instance {i} ready after "));
+                    let next = svc
+                        .wait_index(from, &format!("gen {generation} instance {} started", i + 1));
+                    assert!(ready < next, "instance {i} ready before instance {} starts", i + 1);
+                }
+            }
+            ok = wait_for_ok(&load, ok, 100);
+        }
+        let report = load.stop_and_finish();
+        assert_eq!(report.failed(), 0, "rolling={rolling}: {}", report.summary());
+        let status = svc.status();
+        assert_eq!(status.generation, Some(3));
+        let gens: BTreeSet<u64> = status.children.iter().map(|c| c.generation).collect();
+        assert_eq!(gens, BTreeSet::from([3]), "{status:#?}");
+    }
+}
+
+/// A rolling reload whose third instance fails stops there: two instances run the new
+/// generation, two the old; `status` shows the mix; `reload --wait` exits 1; no request fails.
+#[test]
+fn a_rolling_reload_that_fails_at_the_third_instance_leaves_the_mix_serving() {
+    let script = "if [ \"$HOTSWAP_GENERATION\" = 2 ] && [ \"$HOTSWAP_INSTANCE\" = 2 ]; \
+                  then exec \"$0\" --exit-at-start 3; else exec \"$0\"; fi";
+    let command = scripted(script);
+    let svc = Service::start(&["-n", "4", "--rolling"], &as_strs(&command), &[]);
+    let load = svc.load();
+    wait_for_ok(&load, 0, 100);
+    let out = svc.cli(&["reload", "--wait"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rollout stopped after 2 instance(s)"), "{stderr}");
+    let status = svc.status();
+    let mut mix: Vec<(u32, u64)> = status
+        .children
+        .iter()
+        .filter(|c| c.state == ChildState::Ready)
+        .map(|c| (c.instance, c.generation))
+        .collect();
+    mix.sort();
+    assert_eq!(mix, [(0, 2), (1, 2), (2, 1), (3, 1)], "{status:#?}");
+    let last = status.last_reload.expect("last_reload");
+    assert!(last.reason.as_deref().is_some_and(|r| r.contains("exited with status 3")), "{last:?}");
+    let ok = load.ok_so_far();
+    let load_ok = wait_for_ok(&load, ok, 100);
+    let report = load.stop_and_finish();
+    assert!(load_ok > ok);
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    let gens: BTreeSet<u64> = report.by_generation.keys().copied().collect();
+    assert!(
+        gens.contains(&1) && gens.contains(&2),
+        "both generations answer: {}",
+        report.summary()
+    );
+}
+
+/// An instance whose tree grows past `--max-memory` is replaced: a new one starts, is
+/// ready, then the old one drains; no request fails.
+#[test]
+fn an_instance_over_max_memory_is_replaced_without_a_failed_request() {
+    // Only the first child runs the hog (200 MiB, touched); its replacement does not.
+    let script = "if [ ! -e \"$MARK\" ]; then touch \"$MARK\"; \
+                  python3 -c 'import time; x = b\"x\" * (200 << 20); time.sleep(1000)' & fi; \
+                  exec \"$0\"";
+    let command = scripted(script);
+    let svc =
+        Service::start(&["--max-memory", "100M"], &as_strs(&command), &[("MARK", "{dir}/hogged")]);
+    let first = svc.get().pid().unwrap();
+    let load = svc.load();
+    wait_for_ok(&load, 0, 50);
+    let replacing = svc.hs.wait_for_stderr("over --max-memory 100 MiB: replacing it", WAIT);
+    assert!(replacing.contains(&format!("(pid {first}) uses ")), "{replacing}");
+    let replaced = svc.hs.wait_for_stderr("gen 1 instance 0 replaced: pid ", WAIT);
+    let new: u32 =
+        replaced.split("pid ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_ne!(new, first);
+    wait_until("the old instance gone", WAIT, || {
+        (!crate::support::pid_alive(first as i32)).then_some(())
+    });
+    let ok = load.ok_so_far();
+    wait_for_ok(&load, ok, 50);
+    let report = load.stop_and_finish();
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    assert!(report.pids().contains(&new), "the replacement answers: {}", report.summary());
+    assert_eq!(svc.get().pid(), Some(new));
+}
+
+/// A child that enabled the watchdog (WATCHDOG=1) and then goes silent is replaced.
+#[test]
+fn a_child_that_stops_sending_watchdog_is_replaced() {
+    // The first child pings three times (systemd-notify from its own tree), then stops.
+    let script = "if [ ! -e \"$MARK\" ]; then touch \"$MARK\"; \
+                  (for i in 1 2 3; do systemd-notify WATCHDOG=1; sleep 0.2; done) & fi; \
+                  exec \"$0\"";
+    let command = scripted(script);
+    let svc =
+        Service::start(&["--watchdog", "1s"], &as_strs(&command), &[("MARK", "{dir}/pinged")]);
+    let first = svc.get().pid().unwrap();
+    let env = crate::support::environ(first);
+    assert_eq!(env.get("WATCHDOG_USEC").map(String::as_str), Some("1000000"));
+    let replacing = svc.hs.wait_for_stderr("sent no WATCHDOG=1 for 1s: replacing it", WAIT);
+    assert!(replacing.contains(&format!("(pid {first})")), "{replacing}");
+    svc.hs.wait_for_stderr("gen 1 instance 0 replaced: pid ", WAIT);
+    let after = svc.get().pid().unwrap();
+    assert_ne!(after, first);
+    // The replacement never enabled the watchdog: it is left alone.
+    let from = svc.hs.stderr().line_count();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!svc.logged_after(from, "replacing it"), "a child that never pinged is not watched");
+}
