@@ -643,6 +643,57 @@ fn an_exec_that_failed_after_the_fork_rolls_the_reload_back_naming_it() {
 }
 
 #[test]
+fn a_child_is_known_by_its_generation_and_start() {
+    let mut h = Harness::serving(config());
+    h.advance(ms(5));
+    h.event(Event::Reload { waiter: None });
+    assert_eq!(h.sup.generation_of(100), Some(1));
+    assert_eq!(h.sup.generation_of(101), Some(2));
+    assert_eq!(h.sup.generation_of(999), None);
+    assert_eq!(h.sup.started_at(101), Some(h.now));
+    assert!(h.sup.started_at(100) < h.sup.started_at(101));
+    assert_eq!(h.sup.started_at(999), None);
+}
+
+#[test]
+fn a_dead_socket_fails_the_report_until_a_later_generation_takes_over() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: Some(1) });
+    h.advance(ms(5));
+    h.ready(101);
+    let broken = Some("unix:/run/a.sock does not listen".to_string());
+    h.event(Event::SocketsChecked { broken: broken.clone() });
+    let actions = h.exit(100, ExitStatus::Exited(0));
+    let reason = "unix:/run/a.sock does not listen".to_string();
+    assert!(
+        actions.contains(&Action::Finish {
+            waiter: 1,
+            outcome: Outcome::NotListening { generation: 2, reason }
+        }),
+        "{actions:?}"
+    );
+    // A generation started after the replacement holds the fresh socket: whole again.
+    h.advance(ms(5));
+    h.event(Event::Reload { waiter: Some(2) });
+    h.ready(102);
+    let actions = h.exit(101, ExitStatus::Exited(0));
+    assert!(
+        actions
+            .contains(&Action::Finish { waiter: 2, outcome: Outcome::TookOver { generation: 3 } }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn explicit_modes_are_not_told_the_auto_remedies() {
+    let mut h = Harness::new(Config { ready_timeout: Duration::from_secs(2), ..config() });
+    h.actions();
+    let lines = logs(&h.advance(Duration::from_secs(2)));
+    assert_eq!(lines[0], "gen 1 failed: not ready after 2s");
+    assert!(!lines.iter().any(|l| l.contains("never said it was ready")), "{lines:?}");
+}
+
+#[test]
 fn log_words_for_edge_values() {
     assert_eq!(Notice::Stopping { pids: vec![] }.to_string(), "stopping");
     assert_eq!(Notice::Stopping { pids: vec![4, 5] }.to_string(), "stopping (pids 4,5)");
