@@ -69,6 +69,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_name = "DUR", value_parser = duration, env = "HOTSWAP_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
 
+    /// How instances share a socket: shared (one socket, the first to accept wins) or
+    /// reuseport (one SO_REUSEPORT socket per instance slot; the kernel spreads connections).
+    #[arg(long, value_enum, default_value = "shared", env = "HOTSWAP_BALANCE")]
+    pub balance: Balance,
+
     /// Replace instances one at a time (new i ready, then old i retires) instead of the whole
     /// generation at once. A failure stops the rollout where it is.
     #[arg(long, env = "HOTSWAP_ROLLING")]
@@ -127,6 +132,12 @@ pub struct RunArgs {
     /// missing one is reported in one line).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Balance {
+    Shared,
+    Reuseport,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

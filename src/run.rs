@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::cli::{OnOff, RunArgs};
+use crate::cli::{Balance, OnOff, RunArgs};
 use crate::core;
 use crate::driver::{self, Service};
 use crate::protocol::activation;
@@ -80,6 +80,10 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
     )
     .map_err(StartError::Activation)?;
     let options = SocketOptions {
+        slots: match args.balance {
+            Balance::Shared => 1,
+            Balance::Reuseport => args.instances,
+        },
         backlog: args.backlog,
         reuse_port: args.reuse_port,
         // The documented default, applied explicitly: bind() alone gives 0777 & ~umask.
@@ -126,9 +130,15 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
             }
         });
 
-    for (fd, l) in (activation::FIRST_FD..).zip(&listeners) {
-        let name = l.passed.as_ref().map_or("unknown", |p| p.name.as_str());
-        tracing::info!("fd {fd}: {} ({name})", l.local);
+    for l in &listeners {
+        let (Some(index), Some(passed)) = (l.listen_index, &l.passed) else { continue };
+        let fd = activation::FIRST_FD + index as i32;
+        match l.slot {
+            None => tracing::info!("fd {fd}: {} ({})", l.local, passed.name),
+            Some(slot) => {
+                tracing::info!("fd {fd} of instance {slot}: {} ({})", l.local, passed.name)
+            }
+        }
     }
     let sockets = Sockets::new(listeners);
     let service = Service {
@@ -151,7 +161,6 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
         spawner: Spawner {
             command: args.command,
             cwd,
-            sockets: sockets.passed(),
             intercept,
             watchdog_usec: args.watchdog.map(|d| d.as_micros() as u64),
         },

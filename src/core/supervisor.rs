@@ -375,6 +375,11 @@ impl Supervisor {
         self.children.contains_key(&pid)
     }
 
+    /// The instance of child `pid`, if it is one.
+    pub fn instance_of(&self, pid: Pid) -> Option<u32> {
+        self.children.get(&pid).map(|c| c.instance)
+    }
+
     /// When child `pid` was spawned, if it is one.
     pub fn started_at(&self, pid: Pid) -> Option<Instant> {
         self.children.get(&pid).map(|c| c.started_at)

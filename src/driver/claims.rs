@@ -14,7 +14,7 @@ use crate::core::{Event, Pid, Supervisor};
 use crate::protocol::claim::{BindAddr, Reply, Request, SOCK_STREAM};
 use crate::sys::claims::{Answer, Call, Peer};
 use crate::sys::procfs;
-use crate::sys::sockets::{Owned, SocketId};
+use crate::sys::sockets::{Claim, Owned, SocketId};
 
 /// Answers one call; a refused bind also becomes an event (it explains an early exit).
 pub fn answer(service: &mut Service, sup: &Supervisor, call: Call) -> Option<Event> {
@@ -52,6 +52,8 @@ struct Member {
     /// The child whose tree it is in; None for an orphan hotswap adopted.
     child: Option<Pid>,
     generation: Option<u64>,
+    /// The child's instance (its slot under `--balance reuseport`).
+    instance: Option<u32>,
 }
 
 /// The caller's place in hotswap's child trees, or None if it is not in them.
@@ -60,14 +62,16 @@ fn member(pid: Pid, sup: &Supervisor) -> Option<Member> {
     let mut current = pid;
     for _ in 0..64 {
         if let Some(generation) = sup.generation_of(current) {
-            return Some(Member { child: Some(current), generation: Some(generation) });
+            let instance = sup.instance_of(current);
+            return Some(Member { child: Some(current), generation: Some(generation), instance });
         }
         let parent = procfs::stat(current)?.ppid;
         if parent == hotswap {
             // Re-parented to hotswap (the subreaper): a descendant whose parent died.
-            let generation =
-                procfs::environ_var(pid, "HOTSWAP_GENERATION").and_then(|g| g.parse().ok());
-            return Some(Member { child: None, generation });
+            let var = |key| procfs::environ_var(pid, key);
+            let generation = var("HOTSWAP_GENERATION").and_then(|g| g.parse().ok());
+            let instance = var("HOTSWAP_INSTANCE").and_then(|i| i.parse().ok());
+            return Some(Member { child: None, generation, instance });
         }
         if parent <= 1 {
             return None;
@@ -106,7 +110,8 @@ fn bind(
         tracing::warn!("gen {generation} pid {}: bind {shown}: {error}", peer.pid);
         (Reply::Errno(errno), None, event)
     };
-    if let Some(owned) = service.sockets.for_bind(stream, &addr) {
+    let slot = (service.socket_options.slots > 1).then_some(member.instance).flatten();
+    if let Some(owned) = service.sockets.for_bind(stream, &addr, slot) {
         if !may_use(peer, owned, &addr) {
             let why = "Permission denied (hotswap binds no port its user could not)";
             return refused(libc::EACCES, why.into());
@@ -122,7 +127,9 @@ fn bind(
         return refused(libc::EACCES, "Permission denied".into());
     }
     let backlog = service.socket_options.backlog;
-    match service.sockets.claim(stream, protocol, inet, v6only, backlog, generation) {
+    let slot = (service.socket_options.slots > 1).then_some(member.instance).flatten();
+    let want = Claim { stream, protocol, addr: inet, v6only, generation, slot };
+    match service.sockets.claim(want, backlog) {
         Ok(owned) => {
             tracing::info!("gen {generation} pid {} claimed {}", peer.pid, owned.local);
             give(owned, &shown)

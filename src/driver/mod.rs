@@ -286,7 +286,9 @@ impl Driver {
         };
         let cgroup = placement.cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
         let env = channels.env.clone();
-        match self.service.spawner.spawn(generation, instance, env, &extra_fds, cgroup) {
+        let sockets = self.service.sockets.passed_for(instance);
+        let spawner = &self.service.spawner;
+        match spawner.spawn(generation, instance, &sockets, env, &extra_fds, cgroup) {
             Ok(Forked { pid, exec_report }) => {
                 tracing::debug!("gen {generation} instance {instance} spawned pid {pid}");
                 self.tracker.spawned(pid, generation, instance, placement);

@@ -37,19 +37,19 @@ pub fn build(service: &Service, started_at: SystemTime, snapshot: &Snapshot) -> 
         pid: std::process::id(),
         started_at: started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
         binary: std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
-        sockets: {
-            let mut passed_fds = FIRST_FD..;
-            sockets
-                .iter()
-                .map(|o| SocketStatus {
-                    fd: o.passed.as_ref().and_then(|_| passed_fds.next()),
-                    name: o.passed.as_ref().map_or("unknown", |p| p.name.as_str()).to_string(),
-                    address: o.local.clone(),
-                    origin: o.origin.to_string(),
-                    problem: o.problem.clone(),
-                })
-                .collect()
-        },
+        sockets: sockets
+            .iter()
+            .map(|o| SocketStatus {
+                fd: o.listen_index.map(|i| FIRST_FD + i as i32),
+                name: o.passed.as_ref().map_or("unknown", |p| p.name.as_str()).to_string(),
+                address: o.local.clone(),
+                origin: match o.slot {
+                    None => o.origin.to_string(),
+                    Some(slot) => format!("{}, instance {slot}", o.origin),
+                },
+                problem: o.problem.clone(),
+            })
+            .collect(),
         generation: snapshot.serving(),
         children: snapshot
             .children

@@ -43,6 +43,10 @@ pub struct ExecPlan {
     envp: Vec<*const c_char>,
     /// Fds the child keeps: their close-on-exec flag is cleared after fork.
     keep_fds: Vec<RawFd>,
+    /// Fds the child gets at other numbers: (hotswap's, the child's). The
+    /// child's numbers (3, 4, …) hold nothing else the child needs: in
+    /// hotswap they are the sockets given at start, pinned there.
+    fd_map: Vec<(RawFd, RawFd)>,
     cwd: Option<PathBuf>,
     /// Fill in `LISTEN_PID=` (children); helpers such as probes get none.
     set_listen_pid: bool,
@@ -93,11 +97,19 @@ impl ExecPlan {
             listen_pid,
             envp,
             keep_fds,
+            fd_map: Vec::new(),
             cwd,
             set_listen_pid: true,
             dies_with_parent: false,
             cgroup_procs: None,
         })
+    }
+
+    /// The child gets each `(hotswap's fd, its number)` of `map` at that
+    /// number (the sockets at 3, 4, …).
+    pub fn with_fds_at(mut self, map: Vec<(RawFd, RawFd)>) -> Self {
+        self.fd_map = map;
+        self
     }
 
     /// The child enters the cgroup whose `cgroup.procs` is `fd` before exec.
@@ -193,6 +205,18 @@ impl ExecPlan {
             // Before it can start anything: into its cgroup ("0" is the writer itself).
             if let Some(fd) = self.cgroup_procs {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    fail(report, 126);
+                }
+            }
+            // dup2 leaves the new number open across exec; one already in
+            // place only needs its close-on-exec flag cleared.
+            for &(from, to) in &self.fd_map {
+                let kept = if from == to {
+                    libc::fcntl(to, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(from, to)
+                };
+                if kept == -1 {
                     fail(report, 126);
                 }
             }

@@ -74,7 +74,6 @@ pub struct Spawner {
     pub command: Vec<OsString>,
     /// Resolved anew for every child, so a swapped `current` symlink is followed.
     pub cwd: Option<PathBuf>,
-    pub sockets: Vec<PassedSocket>,
     /// The bind shim every child gets, unless `--intercept-bind off`.
     pub intercept: Option<Intercept>,
     /// `--watchdog`, in microseconds, for the children's `WATCHDOG_USEC`.
@@ -91,21 +90,24 @@ pub struct Intercept {
 }
 
 impl Spawner {
-    /// Starts one child with the sockets at fds 3.., `extra_env` and the
-    /// `extra_fds` it names, in the cgroup whose `cgroup.procs` is open as
-    /// `cgroup_procs`. Returns once it is forked, with its pid (also its
-    /// process group id) and the pipe that reports a failed exec.
+    /// Starts one child with `sockets` (hotswap's fd, and how to name it) at
+    /// fds 3, 4, … in order, `extra_env` and the `extra_fds` it names, in the
+    /// cgroup whose `cgroup.procs` is open as `cgroup_procs`. Returns once it
+    /// is forked, with its pid (also its process group id) and the pipe that
+    /// reports a failed exec.
     pub fn spawn(
         &self,
         generation: u64,
         instance: u32,
+        sockets: &[(RawFd, PassedSocket)],
         extra_env: Vec<(String, String)>,
         extra_fds: &[RawFd],
         cgroup_procs: Option<RawFd>,
     ) -> Result<Forked, SpawnError> {
         let program = &self.command[0];
         let path = resolve_program(program, self.cwd.as_deref())?;
-        let env = ChildEnv { sockets: &self.sockets, generation, instance, extra: extra_env };
+        let passed: Vec<PassedSocket> = sockets.iter().map(|(_, s)| s.clone()).collect();
+        let env = ChildEnv { sockets: &passed, generation, instance, extra: extra_env };
         let mut env = env.build(std::env::vars_os());
         if let Some(intercept) = &self.intercept {
             let at = env.iter().position(|(k, _)| k == "LD_PRELOAD");
@@ -117,12 +119,13 @@ impl Spawner {
         if let Some(usec) = self.watchdog_usec {
             env.push(("WATCHDOG_USEC".into(), usec.to_string().into()));
         }
-        let mut keep_fds: Vec<RawFd> =
-            (0..self.sockets.len() as RawFd).map(|i| FIRST_FD + i).collect();
-        keep_fds.extend_from_slice(extra_fds);
+        let fd_map: Vec<(RawFd, RawFd)> =
+            sockets.iter().zip(FIRST_FD..).map(|((fd, _), at)| (*fd, at)).collect();
         let shown = || program.to_string_lossy().into_owned();
-        let mut plan = ExecPlan::new(&path, self.command.clone(), env, keep_fds, self.cwd.clone())
-            .map_err(|e| SpawnError::Exec(shown(), e))?;
+        let plan =
+            ExecPlan::new(&path, self.command.clone(), env, extra_fds.to_vec(), self.cwd.clone())
+                .map_err(|e| SpawnError::Exec(shown(), e))?;
+        let mut plan = plan.with_fds_at(fd_map);
         if let Some(fd) = cgroup_procs {
             plan = plan.into_cgroup(fd);
         }

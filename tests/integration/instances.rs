@@ -144,10 +144,44 @@ fn a_child_that_stops_sending_watchdog_is_replaced() {
     let replacing = svc.hs.wait_for_stderr("sent no WATCHDOG=1 for 1s: replacing it", WAIT);
     assert!(replacing.contains(&format!("(pid {first})")), "{replacing}");
     svc.hs.wait_for_stderr("gen 1 instance 0 replaced: pid ", WAIT);
+    // The replaced one drains (it may take one more connection as it stops), then goes.
+    wait_until("the replaced child gone", WAIT, || {
+        (!crate::support::pid_alive(first as i32)).then_some(())
+    });
     let after = svc.get().pid().unwrap();
     assert_ne!(after, first);
     // The replacement never enabled the watchdog: it is left alone.
     let from = svc.hs.stderr().line_count();
     std::thread::sleep(Duration::from_secs(2));
     assert!(!svc.logged_after(from, "replacing it"), "a child that never pinged is not watched");
+}
+
+/// `--balance reuseport`: one SO_REUSEPORT socket per instance slot, all hotswap's; instance i
+/// of every generation gets slot i's socket at fd 3, and reloads under load lose nothing.
+#[test]
+fn balance_reuseport_gives_each_instance_slot_its_own_socket() {
+    let svc = Service::start(&["-n", "2", "--balance", "reuseport"], &[&server()], &[]);
+    let status = svc.status();
+    let slots: Vec<&str> = status.sockets.iter().map(|s| s.origin.as_str()).collect();
+    assert_eq!(slots, ["listen, instance 0", "listen, instance 1"], "{status:#?}");
+    let fd3 = |pid: u32| std::fs::read_link(format!("/proc/{pid}/fd/3")).expect("fd 3");
+    let by_instance = |status: &hotswap::protocol::control::Status| {
+        let mut v: Vec<(u32, std::path::PathBuf)> =
+            status.children.iter().map(|c| (c.instance, fd3(c.pid))).collect();
+        v.sort();
+        v
+    };
+    let first = by_instance(&status);
+    assert_ne!(first[0].1, first[1].1, "each instance its own socket: {first:?}");
+    let load = svc.load();
+    let mut ok = wait_for_ok(&load, 0, 100);
+    for generation in [2u64, 3] {
+        let from = svc.hs.stderr().line_count();
+        svc.hs.signal(nix::sys::signal::Signal::SIGHUP);
+        svc.wait_index(from, &format!("gen {} gone, drained after ", generation - 1));
+        ok = wait_for_ok(&load, ok, 100);
+    }
+    let report = load.stop_and_finish();
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    assert_eq!(by_instance(&svc.status()), first, "instance i of every generation: slot i");
 }

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -76,6 +76,11 @@ pub struct Owned {
     pub file_ino: Option<u64>,
     /// What is wrong with it, for `status` (its file no longer names it, it is dead).
     pub problem: Option<String>,
+    /// For the sockets given at start: their place in the fds every child
+    /// gets (0 is fd 3).
+    pub listen_index: Option<usize>,
+    /// `--balance reuseport`: the instance slot whose children alone get it.
+    pub slot: Option<u32>,
 }
 
 impl Owned {
@@ -100,6 +105,8 @@ impl Owned {
             bound,
             file_ino,
             problem: None,
+            listen_index: None,
+            slot: None,
         })
     }
 
@@ -125,6 +132,23 @@ fn bound_of(fd: &OwnedFd) -> Option<Bound> {
     Some(Bound { stream, addr, v6only })
 }
 
+/// A socket to bind for an app's `bind()`, as the app asked for it.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim {
+    /// TCP (true) or UDP.
+    pub stream: bool,
+    /// As the app created its socket (0: the default).
+    pub protocol: i32,
+    /// The address.
+    pub addr: SocketAddr,
+    /// The app's `IPV6_V6ONLY`, for IPv6.
+    pub v6only: Option<bool>,
+    /// The generation whose child asks.
+    pub generation: u64,
+    /// `--balance reuseport`: the instance slot it is for (`SO_REUSEPORT`).
+    pub slot: Option<u32>,
+}
+
 /// Every socket hotswap owns, passed ones first in fd order.
 #[derive(Debug, Default)]
 pub struct Sockets {
@@ -142,9 +166,18 @@ impl Sockets {
         self.owned.iter()
     }
 
-    /// The sockets every child gets at fds 3.. (systemd's, then `--listen`).
-    pub fn passed(&self) -> Vec<PassedSocket> {
-        self.owned.iter().filter_map(|o| o.passed.clone()).collect()
+    /// The sockets instance `instance`'s children get at fds 3.., in order:
+    /// systemd's, then `--listen`'s; under `--balance reuseport` each
+    /// address's socket of that instance's slot. Each with hotswap's fd.
+    pub fn passed_for(&self, instance: u32) -> Vec<(RawFd, PassedSocket)> {
+        let mut passed: Vec<(usize, RawFd, PassedSocket)> = self
+            .owned
+            .iter()
+            .filter(|o| o.slot.is_none_or(|slot| slot == instance))
+            .filter_map(|o| Some((o.listen_index?, o.fd.as_raw_fd(), o.passed.clone()?)))
+            .collect();
+        passed.sort_by_key(|(index, _, _)| *index);
+        passed.into_iter().map(|(_, fd, socket)| (fd, socket)).collect()
     }
 
     /// The owned socket an app's bind of `want` gets, if any. Matching
@@ -152,7 +185,11 @@ impl Sockets {
     /// and port; and, for sockets given explicitly (`--listen`, systemd), a
     /// wildcard that covers the address, since the kernel would refuse the
     /// app's bind next to it with `EADDRINUSE` anyway.
-    pub fn for_bind(&self, stream: bool, want: &BindAddr) -> Option<&Owned> {
+    ///
+    /// Under `--balance reuseport` (`slot` is the caller's instance), only
+    /// the sockets of that slot, or shared ones (unix), match.
+    pub fn for_bind(&self, stream: bool, want: &BindAddr, slot: Option<u32>) -> Option<&Owned> {
+        let in_slot = |o: &&Owned| o.slot.is_none() || o.slot == slot;
         let matching = |o: &&Owned| {
             let Some(bound) = &o.bound else { return false };
             bound.stream == stream && covers(bound, want, o.is_explicit())
@@ -161,21 +198,15 @@ impl Sockets {
         let exact = self
             .owned
             .iter()
+            .filter(in_slot)
             .find(|o| o.bound.as_ref().is_some_and(|b| b.stream == stream && &b.addr == want));
-        exact.or_else(|| self.owned.iter().find(matching))
+        exact.or_else(|| self.owned.iter().filter(in_slot).find(matching))
     }
 
     /// Binds a new socket for an app's bind of `addr` (TCP or UDP), as the
     /// app asked for it, and keeps it. Errors are the kernel's.
-    pub fn claim(
-        &mut self,
-        stream: bool,
-        protocol: i32,
-        addr: SocketAddr,
-        v6only: Option<bool>,
-        backlog: Option<i32>,
-        generation: u64,
-    ) -> io::Result<&Owned> {
+    pub fn claim(&mut self, want: Claim, backlog: Option<i32>) -> io::Result<&Owned> {
+        let Claim { stream, protocol, addr, v6only, generation, slot } = want;
         let ty = if stream { Type::STREAM } else { Type::DGRAM };
         let protocol = (protocol != 0).then(|| Protocol::from(protocol));
         let socket = Socket::new(Domain::for_address(addr), ty, protocol)?;
@@ -185,11 +216,15 @@ impl Sockets {
         // SO_REUSEADDR lets a listener that an app shut down listen again
         // while connections on its port remain (DESIGN.md §2).
         socket.set_reuse_address(true)?;
+        if slot.is_some() {
+            socket.set_reuse_port(true)?;
+        }
         socket.bind(&addr.into())?;
         if stream {
             socket.listen(backlog.unwrap_or(i32::MAX))?;
         }
-        let owned = Owned::new(socket.into(), Origin::Claimed { generation }, None)?;
+        let mut owned = Owned::new(socket.into(), Origin::Claimed { generation }, None)?;
+        owned.slot = slot;
         self.owned.push(owned);
         Ok(self.owned.last().expect("just pushed"))
     }
@@ -409,18 +444,83 @@ mod tests {
     fn a_claim_binds_as_asked_and_is_found_again() {
         let mut sockets = Sockets::default();
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let owned = sockets.claim(true, 0, addr, None, None, 4).unwrap();
+        let owned = sockets
+            .claim(
+                Claim {
+                    stream: true,
+                    protocol: 0,
+                    addr,
+                    v6only: None,
+                    generation: 4,
+                    slot: None,
+                },
+                None,
+            )
+            .unwrap();
         let BindAddr::Inet(local) = owned.bound.clone().unwrap().addr else { panic!() };
         assert_ne!(local.port(), 0);
         assert_eq!(owned.origin.to_string(), "claimed by gen 4");
         let id = owned.id;
-        assert_eq!(sockets.for_bind(true, &BindAddr::Inet(local)).map(|o| o.id), Some(id));
-        assert!(sockets.for_bind(false, &BindAddr::Inet(local)).is_none(), "UDP is another socket");
+        assert_eq!(sockets.for_bind(true, &BindAddr::Inet(local), None).map(|o| o.id), Some(id));
+        assert!(sockets.for_bind(false, &BindAddr::Inet(local), None).is_none(), "UDP is another");
         assert!(sockets.owns(id));
         assert!(sockets.release(id).is_some());
         assert!(!sockets.owns(id));
         let v6: SocketAddr = "[::1]:0".parse().unwrap();
-        let owned = sockets.claim(true, 0, v6, Some(true), None, 5).unwrap();
+        let owned = sockets
+            .claim(
+                Claim {
+                    stream: true,
+                    protocol: 0,
+                    addr: v6,
+                    v6only: Some(true),
+                    generation: 5,
+                    slot: None,
+                },
+                None,
+            )
+            .unwrap();
         assert!(owned.bound.as_ref().unwrap().v6only);
+        // Under --balance reuseport each slot has its own socket on the same address.
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let first = sockets
+            .claim(
+                Claim {
+                    stream: true,
+                    protocol: 0,
+                    addr: any,
+                    v6only: None,
+                    generation: 6,
+                    slot: Some(0),
+                },
+                None,
+            )
+            .unwrap();
+        let BindAddr::Inet(at) = first.bound.clone().unwrap().addr else { panic!() };
+        let first = first.id;
+        let second = sockets
+            .claim(
+                Claim {
+                    stream: true,
+                    protocol: 0,
+                    addr: at,
+                    v6only: None,
+                    generation: 6,
+                    slot: Some(1),
+                },
+                None,
+            )
+            .unwrap()
+            .id;
+        assert_ne!(first, second);
+        assert_eq!(sockets.for_bind(true, &BindAddr::Inet(at), Some(0)).map(|o| o.id), Some(first));
+        assert_eq!(
+            sockets.for_bind(true, &BindAddr::Inet(at), Some(1)).map(|o| o.id),
+            Some(second)
+        );
+        assert!(
+            sockets.for_bind(true, &BindAddr::Inet(at), Some(2)).is_none(),
+            "slot 2 has none yet"
+        );
     }
 }

@@ -39,6 +39,9 @@ pub struct SocketOptions {
     /// None: as deep as the kernel allows (net.core.somaxconn).
     pub backlog: Option<i32>,
     pub reuse_port: bool,
+    /// `--balance reuseport`: one SO_REUSEPORT socket per instance slot for
+    /// each TCP or UDP `--listen` address and each claim (1: one shared socket).
+    pub slots: u32,
     /// chmod for unix socket files.
     pub socket_mode: u32,
 }
@@ -78,7 +81,9 @@ fn open_into(
     }
     let first_free = FIRST_FD + listeners.len() as i32;
     raw::cloexec_from(first_free).map_err(|e| ListenError::Io("close-on-exec sweep".into(), e))?;
-    for spec in specs {
+    let reuseport = opts.slots > 1;
+    let opts = SocketOptions { reuse_port: opts.reuse_port || reuseport, ..opts };
+    for (index, spec) in specs.iter().enumerate() {
         let target = FIRST_FD + listeners.len() as i32;
         let (mut fd, passed, created_file) = bind(spec, opts)?;
         // Pinned before anything else can close the file the socket was bound at.
@@ -92,12 +97,66 @@ fn open_into(
             io_err(e)
         })?;
         owned.created_file = created_file;
+        owned.listen_index = Some(inherited.names.len() + index);
+        let slotted = reuseport
+            && !matches!(spec.addr, ListenAddr::UnixPath(_) | ListenAddr::UnixAbstract(_));
+        if slotted {
+            owned.slot = Some(0);
+        }
         listeners.push(owned);
+    }
+    // --balance reuseport: the other slots' sockets, after the ones at 3.. (slot 0).
+    for slot in 1..opts.slots {
+        for (index, spec) in specs.iter().enumerate() {
+            if !reuseport
+                || matches!(spec.addr, ListenAddr::UnixPath(_) | ListenAddr::UnixAbstract(_))
+            {
+                continue;
+            }
+            // Where slot 0 bound it: the same port even for `:0`.
+            let first = listeners
+                .iter()
+                .find(|o| o.listen_index == Some(inherited.names.len() + index))
+                .and_then(|o| o.bound.clone());
+            let same = match first.map(|b| b.addr) {
+                Some(BindAddr::Inet(addr)) => {
+                    let addr = match spec.addr {
+                        ListenAddr::Udp(..) => ListenAddr::Udp(Host::Ip(addr.ip()), addr.port()),
+                        _ => ListenAddr::Tcp(Host::Ip(addr.ip()), addr.port()),
+                    };
+                    ListenSpec { addr, ..spec.clone() }
+                }
+                _ => spec.clone(),
+            };
+            let (fd, passed, _) = bind(&same, opts)?;
+            let passed = PassedSocket { address: listeners_address(listeners, index), ..passed };
+            let mut owned = Owned::new(fd, Origin::Listen, Some(passed))
+                .map_err(|e| ListenError::Io(spec.text.clone(), e))?;
+            owned.listen_index = Some(inherited.names.len() + index);
+            owned.slot = Some(slot);
+            listeners.push(owned);
+        }
+    }
+    for (i, listener) in listeners.iter_mut().enumerate() {
+        if i < inherited.names.len() {
+            listener.listen_index = Some(i);
+        }
     }
     for listener in listeners.iter() {
         set_blocking(&listener.fd).map_err(|e| ListenError::Io(listener.local.clone(), e))?;
     }
     Ok(())
+}
+
+/// The `SERVER_STARTER_PORT` address of `--listen` socket `index` (slot 0's).
+fn listeners_address(listeners: &[Owned], index: usize) -> String {
+    listeners
+        .iter()
+        .filter(|o| o.origin == Origin::Listen)
+        .nth(index)
+        .and_then(|o| o.passed.as_ref())
+        .map(|p| p.address.clone())
+        .unwrap_or_default()
 }
 
 /// Sockets are passed blocking, as systemd passes them, and set so once:

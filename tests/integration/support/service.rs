@@ -72,7 +72,10 @@ impl Service {
         hs.wait_for_stderr("gen 1 started (pids ", WAIT);
         let mut svc = Service { hs, ctl, addr: "127.0.0.1:1".parse().unwrap() };
         let status = svc.status();
-        let [socket] = &status.sockets[..] else { panic!("not one socket in {status:#?}") };
+        // One address (under --balance reuseport, one socket per instance on it).
+        let socket = status.sockets.first().unwrap_or_else(|| panic!("no socket: {status:#?}"));
+        let same = status.sockets.iter().all(|s| s.address == socket.address);
+        assert!(same, "not one address in {status:#?}");
         svc.addr = socket.address.parse().unwrap_or_else(|e| panic!("{socket:?}: {e}"));
         svc
     }
