@@ -74,6 +74,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "shared", env = "HOTSWAP_BALANCE")]
     pub balance: Balance,
 
+    /// Reload when a file under PATH changes (debounced; .git, target and node_modules are
+    /// ignored). Repeatable.
+    #[arg(long, value_name = "PATH", env = "HOTSWAP_WATCH", value_delimiter = ',')]
+    pub watch: Vec<PathBuf>,
+
     /// Replace instances one at a time (new i ready, then old i retires) instead of the whole
     /// generation at once. A failure stops the rollout where it is.
     #[arg(long, env = "HOTSWAP_ROLLING")]

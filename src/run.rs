@@ -27,6 +27,8 @@ pub enum StartError {
     Command(#[from] SpawnError),
     #[error("--chdir {0}: not a directory")]
     NoDirectory(PathBuf),
+    #[error("--watch {0}: no such file or directory")]
+    NoWatchPath(PathBuf),
     #[error("--name {0:?}: must not contain '/' or be empty")]
     BadName(String),
     #[error("LISTEN_FDS: {0}")]
@@ -58,6 +60,9 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
         None => pwd(),
     };
     let Some(program) = args.command.first() else { return Err(StartError::NoCommand) };
+    if let Some(missing) = args.watch.iter().find(|p| !p.exists()) {
+        return Err(StartError::NoWatchPath(missing.clone()));
+    }
     resolve_program(program, cwd.as_deref())?;
     let name = match args.name {
         Some(name) => name,
@@ -165,6 +170,7 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
             watchdog_usec: args.watchdog.map(|d| d.as_micros() as u64),
         },
         max_memory: args.max_memory,
+        watch: args.watch,
         sockets,
         claims,
         socket_options: options,

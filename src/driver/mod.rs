@@ -39,6 +39,9 @@ use sampler::Sampler;
 /// A child is checked for the bind shim once the loader has surely run.
 const SHIM_GRACE: Duration = Duration::from_millis(20);
 
+/// `--watch`: how long the files must stay unchanged before the reload.
+const WATCH_QUIET: Duration = Duration::from_millis(300);
+
 /// How often each serving instance's memory is measured under `--max-memory`.
 const MEMORY_EVERY: Duration = Duration::from_secs(1);
 
@@ -61,6 +64,8 @@ pub struct Service {
     pub socket_options: SocketOptions,
     /// `--max-memory`, in bytes: each serving instance's tree is measured once a second.
     pub max_memory: Option<u64>,
+    /// `--watch`: a change under these paths reloads.
+    pub watch: Vec<PathBuf>,
     pub upstream: Option<UpstreamSocket>,
 }
 
@@ -118,6 +123,13 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
     // At most once a second, and only with --max-memory (never at steady state otherwise).
     let mut memory_tick = tokio::time::interval(MEMORY_EVERY);
     memory_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
+    let _watch = match service.watch.as_slice() {
+        [] => None,
+        paths => Some(crate::sys::watch::watch(paths, changed_tx)?),
+    };
+    // A burst of writes (an editor saving, a build) is one reload, once quiet.
+    let mut quiet_at: Option<Instant> = None;
     let mut sup = Supervisor::new(service.core.clone(), Instant::now());
     let mut driver = Driver {
         service,
@@ -162,6 +174,17 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
             _ = sleep_until(look.unwrap_or_else(Instant::now).into()), if look.is_some() => {
                 driver.look(&mut sup);
                 None
+            }
+            Some(path) = changed_rx.recv() => {
+                if quiet_at.is_none() {
+                    tracing::info!("{} changed: reloading once changes stop", path.display());
+                }
+                quiet_at = Some(Instant::now() + WATCH_QUIET);
+                None
+            }
+            _ = sleep_until(quiet_at.unwrap_or_else(Instant::now).into()), if quiet_at.is_some() => {
+                quiet_at = None;
+                Some(Event::Reload { waiter: None })
             }
             _ = memory_tick.tick(), if measure => {
                 driver.measure_memory(&mut sup);

@@ -17,3 +17,4 @@ pub mod sockets;
 pub mod spawn;
 pub mod tracking;
 pub mod upstream;
+pub mod watch;

@@ -150,11 +150,11 @@ impl ExecPlan {
         // child unblocks once its dispositions are default; the parent at once.
         let all = nix::sys::signal::SigSet::all();
         let old_mask = all.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_SETMASK)?;
-        // SAFETY: hotswap runs a single thread (tokio's current-thread
-        // runtime; no other thread is ever started), so no lock can be held
-        // by a thread that does not exist in the child. The child runs only
-        // `exec_child`, which makes async-signal-safe calls on memory
-        // prepared before the fork and never returns (execve or _exit).
+        // SAFETY: the child runs only `exec_child`, which makes
+        // async-signal-safe calls on memory prepared before the fork and
+        // never returns (execve or _exit): a lock some other thread held at
+        // the fork (`--watch`'s watcher thread; hotswap itself runs tokio's
+        // current-thread runtime) is never taken in the child.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             // SAFETY: in the freshly forked child, as `exec_child` requires.

@@ -185,3 +185,34 @@ fn balance_reuseport_gives_each_instance_slot_its_own_socket() {
     assert_eq!(report.failed(), 0, "{}", report.summary());
     assert_eq!(by_instance(&svc.status()), first, "instance i of every generation: slot i");
 }
+
+/// `--watch`: five quick writes under the watched folder are one reload, writes under
+/// node_modules none; no request fails.
+#[test]
+fn watch_reloads_once_for_a_burst_of_writes() {
+    let watched = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(watched.path().join("node_modules/x")).unwrap();
+    let path = crate::support::path_str(watched.path());
+    let svc = Service::start(&["--watch", &path], &[&server()], &[]);
+    let load = svc.load();
+    let ok = wait_for_ok(&load, 0, 50);
+    let from = svc.hs.stderr().line_count();
+    for i in 0..5 {
+        std::fs::write(watched.path().join(format!("file{i}.js")), format!("v{i}")).unwrap();
+    }
+    svc.wait_index(from, "gen 1 gone, drained after ");
+    let ok = wait_for_ok(&load, ok, 50);
+    // Quiet now; and what lands in node_modules is no reason to reload.
+    std::fs::write(watched.path().join("node_modules/x/index.js"), "x").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    wait_for_ok(&load, ok, 20);
+    let report = load.stop_and_finish();
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    let lines = svc.hs.stderr().lines();
+    let started: Vec<&String> = lines.iter().filter(|l| l.contains(" started (pids ")).collect();
+    assert_eq!(started.len(), 2, "generation 1 and exactly one reload: {lines:#?}");
+    assert_eq!(svc.status().generation, Some(2));
+    let bad = crate::support::run_hotswap(&["--watch", "/nonexistent/x", "--", &server()], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--watch /nonexistent/x"));
+}

@@ -446,14 +446,7 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let owned = sockets
             .claim(
-                Claim {
-                    stream: true,
-                    protocol: 0,
-                    addr,
-                    v6only: None,
-                    generation: 4,
-                    slot: None,
-                },
+                Claim { stream: true, protocol: 0, addr, v6only: None, generation: 4, slot: None },
                 None,
             )
             .unwrap();
