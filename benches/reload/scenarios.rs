@@ -249,9 +249,22 @@ fn run_direct(bins: &Bins, mode: Mode, opts: &Opts) -> Row {
 
 fn run_naive(bins: &Bins, mode: Mode, opts: &Opts) -> Row {
     let port = free_ports(1)[0];
-    let (mut server, _) = Server::start(&bins.server, port, opts.boot_delay, opts.verbose);
+    let start = || Server::start(&bins.server, port, opts.boot_delay, opts.verbose);
+    naive_restarts(Scenario::Naive, start, local(port), mode, opts)
+}
+
+/// The server `start` starts (waiting for its ready line), under load on `addr`, stopped
+/// (SIGTERM, wait for its exit) and started again K times, as `systemctl restart` does.
+fn naive_restarts(
+    scenario: Scenario,
+    start: impl Fn() -> (Server, Duration),
+    addr: SocketAddr,
+    mode: Mode,
+    opts: &Opts,
+) -> Row {
+    let (mut server, _) = start();
     let t_load = Instant::now();
-    let handle = load::spawn_in_thread(load_config(local(port), mode, opts));
+    let handle = load::spawn_in_thread(load_config(addr, mode, opts));
     let mut reloads = Vec::new();
     for at in schedule(opts, t_load) {
         sleep_until(at);
@@ -260,7 +273,7 @@ fn run_naive(bins: &Bins, mode: Mode, opts: &Opts) -> Row {
         server.proc.stop(Signal::SIGTERM, Duration::from_secs(10));
         let gone = t0.elapsed();
         let spawned = Instant::now();
-        let (next, boot) = Server::start(&bins.server, port, opts.boot_delay, opts.verbose);
+        let (next, boot) = start();
         let ready = spawned + boot - t0;
         server = next;
         reloads.push(Reload {
@@ -274,23 +287,33 @@ fn run_naive(bins: &Bins, mode: Mode, opts: &Opts) -> Row {
     let report = handle.finish();
     server.proc.stop(Signal::SIGTERM, Duration::from_secs(10));
     drop(server.stderr);
-    let mut row = Row::new(Scenario::Naive, Some(mode));
+    let mut row = Row::new(scenario, Some(mode));
     row.reloads = reloads;
     row.set_load(report, opts.duration);
     row
 }
 
-fn run_hotswap(bins: &Bins, mode: Mode, instances: u32, sockets: usize, opts: &Opts) -> Row {
-    let addrs: Vec<SocketAddr> = free_ports(sockets).into_iter().map(local).collect();
-    let mut hs = Hotswap::start(bins, &addrs, instances, opts.boot_delay, opts.verbose);
+/// K SIGHUPs of `hs`, spaced evenly, under load on `addr`.
+fn hups_under_load(
+    hs: &mut Hotswap,
+    addr: SocketAddr,
+    mode: Mode,
+    opts: &Opts,
+) -> (LoadReport, Vec<Reload>) {
     let t_load = Instant::now();
-    let handle = load::spawn_in_thread(load_config(addrs[0], mode, opts));
+    let handle = load::spawn_in_thread(load_config(addr, mode, opts));
     let mut reloads = Vec::new();
     for at in schedule(opts, t_load) {
         sleep_until(at);
         reloads.push(hs.hup());
     }
-    let report = handle.finish();
+    (handle.finish(), reloads)
+}
+
+fn run_hotswap(bins: &Bins, mode: Mode, instances: u32, sockets: usize, opts: &Opts) -> Row {
+    let addrs: Vec<SocketAddr> = free_ports(sockets).into_iter().map(local).collect();
+    let mut hs = Hotswap::start(bins, &addrs, instances, opts.boot_delay, opts.verbose);
+    let (report, reloads) = hups_under_load(&mut hs, addrs[0], mode, opts);
     // Let the last reload's tail (reaping, closing the old children's channels) settle.
     std::thread::sleep(Duration::from_millis(300));
     let mut row = Row::new(Scenario::Hotswap { instances, sockets }, Some(mode));
