@@ -38,15 +38,19 @@ cargo bench --bench reload [-- OPTIONS]
   --boots N               standalone starts that measure the server's own boot time [20]
   --boot-delay DUR        the server's --boot-delay in the load rows, to play a slower app [0s]
   --no-pm2                skip the PM2 scenario even when pm2 is on PATH
-  --only GROUP,...        run only these: load (direct, naive, hotswap rows), pm2, sockets,
-                          instances, reloads [all]
+  --only GROUP,...        run only these [all]:
+                            load        direct, naive restart and hotswap rows
+                            unmodified  an unmodified Node app under hotswap with no flags, the
+                                        same app restarted naively, and python3 -m http.server
+                                        (no SIGTERM handler) under hotswap with no flags
+                            pm2, sockets, instances, reloads
   --no-write              do not write docs/bench/results.md and reload.svg
   --out DIR               where to write them [docs/bench]
   --readme                also copy the table into README.md, between its bench-table markers
   --verbose               echo every line the servers and hotswap log";
 
 /// What `--only` can name.
-const GROUPS: [&str; 5] = ["load", "pm2", "sockets", "instances", "reloads"];
+const GROUPS: [&str; 6] = ["load", "unmodified", "pm2", "sockets", "instances", "reloads"];
 
 pub fn parse_opts() -> Opts {
     let mut o = Opts {

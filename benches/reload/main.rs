@@ -12,6 +12,9 @@
 //! - **naive**: the server stopped (SIGTERM, wait for its exit) and started again K times, what
 //!   `systemctl restart` does;
 //! - **hotswap**: the server under hotswap, K SIGHUP reloads; then with `-n 2` instances;
+//! - **unmodified** (issue 8): an unmodified Node app (benches/reload/apps/app.js, binds PORT
+//!   itself) under `hotswap --` with no flag, K SIGHUP reloads; the same app restarted naively;
+//!   and `python3 -m http.server`, which has no SIGTERM handler, under `hotswap --`;
 //! - **pm2** (only when `node` and `pm2` are on PATH): benches/pm2/server.js in PM2 cluster mode,
 //!   K `pm2 reload`s;
 //!
@@ -25,7 +28,8 @@
 //! SIGTERM and SIGHUP. Only a SIGKILLed bench leaves its processes running.
 //!
 //! Modules: `cli` (options), `procs` (the processes and /proc), `scenarios` (the rows),
-//! `report` (the table, the goals, results.md), `plot` (reload.svg).
+//! `apps` (the unmodified apps and how each runs), `report` (the table, the goals, results.md),
+//! `plot` (reload.svg).
 
 // The integration tests' harness, shared as it is: the bench starts hotswap and kills its tree,
 // reads /proc and runs the load client through it, and uses only that part of it (the tests use
@@ -34,6 +38,7 @@
 #[path = "../../tests/integration/support/mod.rs"]
 mod support;
 
+mod apps;
 mod cli;
 mod plot;
 mod procs;

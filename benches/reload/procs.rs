@@ -267,6 +267,9 @@ fn started_and_ready(
 pub enum ChildLine {
     /// A line containing `{0}PID{1}`, with the pid hotswap spawned (`server[`, `]: ready`).
     Pid(&'static str, &'static str),
+    /// A line containing this text (the app names no pid, or not the one hotswap spawned: one
+    /// instance only, and only lines logged after the start was asked for are looked at).
+    Text(&'static str),
 }
 
 impl ChildLine {
@@ -277,6 +280,7 @@ impl ChildLine {
     pub fn needle(self, pid: u32) -> String {
         match self {
             ChildLine::Pid(before, after) => format!("{before}{pid}{after}"),
+            ChildLine::Text(text) => text.to_string(),
         }
     }
 }
@@ -377,6 +381,11 @@ impl Hotswap {
             Some(l) => Err(l),
             None => Err(format!("no `gen 1 ready` within {WAIT:?}: {:?}", hs.hs.stderr().lines())),
         }
+    }
+
+    /// hotswap's stderr so far, its children's included, each line with its arrival time.
+    pub fn log(&self) -> &StderrLog {
+        self.hs.stderr()
     }
 
     pub fn usage(&self) -> Usage {
@@ -630,6 +639,16 @@ fn exe_rss_kib(pid: i32) -> u64 {
         }
     }
     kib
+}
+
+/// Entries of /proc/net/tcp and tcp6: this network namespace's TCP sockets, TIME_WAIT included
+/// (a load with a new connection per request leaves thousands). hotswap's deep looks at a
+/// starting tree read these tables whole.
+pub fn tcp_entries() -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .map(|t| std::fs::read_to_string(t).map_or(0, |s| s.lines().count().saturating_sub(1)))
+        .sum()
 }
 
 /// Clock ticks per second (the unit of utime and stime), 100 if sysconf cannot tell.
