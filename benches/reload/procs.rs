@@ -383,6 +383,11 @@ impl Hotswap {
         }
     }
 
+    /// Sends `sig` to hotswap (its pid only).
+    pub fn signal(&self, sig: Signal) {
+        self.hs.signal(sig);
+    }
+
     /// hotswap's stderr so far, its children's included, each line with its arrival time.
     pub fn log(&self) -> &StderrLog {
         self.hs.stderr()

@@ -115,20 +115,25 @@ pub fn cells(row: &Row, direct: &BTreeMap<&'static str, f64>) -> Vec<String> {
 
 /// The rows as a markdown table, each column padded to its widest cell.
 pub fn markdown_table(rows: &[Vec<String>]) -> String {
+    markdown_grid(&HEADER, rows)
+}
+
+/// `rows` under `header` as a markdown table, each column padded to its widest cell.
+pub fn markdown_grid(header: &[&str], rows: &[Vec<String>]) -> String {
     let width = |i: usize| {
         rows.iter()
             .map(|r| r[i].chars().count())
-            .chain([HEADER[i].chars().count()])
+            .chain([header[i].chars().count()])
             .max()
             .unwrap_or(0)
     };
-    let widths: Vec<usize> = (0..HEADER.len()).map(width).collect();
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
     let line = |cells: Vec<String>| {
         let padded: Vec<String> =
             cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect();
         format!("| {} |\n", padded.join(" | "))
     };
-    let mut out = line(HEADER.iter().map(|h| h.to_string()).collect());
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
     out += &line(widths.iter().map(|w| "-".repeat(*w)).collect());
     for r in rows {
         out += &line(r.clone());
@@ -483,7 +488,14 @@ fn utc_now() -> String {
 
 /// Writes `results.md` (the machine, the settings, the table, the goals) and `reload.svg` into
 /// `opts.out`, and with `--readme` the table into README.md.
-pub fn write_results(rows: &[Row], opts: &Opts, info: &[String], table: &str, goals: &[String]) {
+pub fn write_results(
+    rows: &[Row],
+    opts: &Opts,
+    info: &[String],
+    table: &str,
+    goals: &[String],
+    detection: Option<&str>,
+) {
     std::fs::create_dir_all(&opts.out).expect("create the output dir");
     let mut md = String::new();
     let _ = writeln!(md, "# hotswap reload benchmark: latest results\n");
@@ -503,6 +515,10 @@ pub fn write_results(rows: &[Row], opts: &Opts, info: &[String], table: &str, go
     let _ = writeln!(md, "\n## Goals\n");
     for g in goals {
         let _ = writeln!(md, "- {g}");
+    }
+    if let Some(d) = detection {
+        let _ = writeln!(md, "\n## Detection latency per runtime\n");
+        md += d;
     }
     let _ = writeln!(md, "\n![requests per 100 ms, naive restart vs hotswap](reload.svg)");
     let md_path = opts.out.join("results.md");

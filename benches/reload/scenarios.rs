@@ -202,7 +202,7 @@ pub fn run_all(bins: &Bins, opts: &Opts) -> (Vec<Row>, Option<ReloadScale>) {
                 Unmodified::HttpServer,
                 Unmodified::HttpServerInt,
             ] {
-                if let Some(row) = run_unmodified(app, mode, opts) {
+                if let Some(row) = run_unmodified(bins, app, mode, opts) {
                     push(row);
                 }
             }
@@ -388,14 +388,14 @@ fn run_hotswap(bins: &Bins, mode: Mode, instances: u32, sockets: usize, opts: &O
 }
 
 /// A row of the `unmodified` group; None (and a line saying why) when the app cannot run here.
-fn run_unmodified(app: Unmodified, mode: Mode, opts: &Opts) -> Option<Row> {
+fn run_unmodified(bins: &Bins, app: Unmodified, mode: Mode, opts: &Opts) -> Option<Row> {
     let scenario = Scenario::Unmodified(app);
     let runtime = match app {
         Unmodified::Node | Unmodified::NodeNaive => Runtime::Node,
         Unmodified::HttpServer | Unmodified::HttpServerInt => Runtime::HttpServer,
     };
     let port = free_ports(1)[0];
-    let mut run = match runtime.run(port) {
+    let mut run = match runtime.run(port, bins, &opts.venv) {
         Ok(run) => run,
         Err(why) => {
             println!("{}: skipped ({why})", scenario.label());
