@@ -47,7 +47,8 @@ cargo bench --bench reload [-- OPTIONS]
                             load        direct, naive restart and hotswap rows
                             unmodified  an unmodified Node app under hotswap with no flags, the
                                         same app restarted naively, and python3 -m http.server
-                                        (no SIGTERM handler) under hotswap with no flags
+                                        (no SIGTERM handler) under hotswap with no flags and
+                                        with --stop-signal INT
                             detection   readiness detection latency per runtime (Node, http.server,
                                         gunicorn sync and gthread, uvicorn, tokio, accept loop)
                             pm2, sockets, instances, reloads
