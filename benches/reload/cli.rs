@@ -18,6 +18,8 @@ pub struct Opts {
     pub boots: usize,
     pub boot_delay: Duration,
     pub pm2: bool,
+    pub detect_starts: usize,
+    pub venv: PathBuf,
     pub only: Option<Vec<String>>,
     pub write: bool,
     pub verbose: bool,
@@ -38,15 +40,26 @@ cargo bench --bench reload [-- OPTIONS]
   --boots N               standalone starts that measure the server's own boot time [20]
   --boot-delay DUR        the server's --boot-delay in the load rows, to play a slower app [0s]
   --no-pm2                skip the PM2 scenario even when pm2 is on PATH
-  --only GROUP,...        run only these: load (direct, naive, hotswap rows), pm2, sockets,
-                          instances, reloads [all]
+  --detect-starts N       reloads per runtime in the detection table [10]
+  --venv DIR              the venv with gunicorn and uvicorn, for the detection table [.venv at
+                          the repository root]; a runtime whose program is missing is skipped
+  --only GROUP,...        run only these [all]:
+                            load        direct, naive restart and hotswap rows
+                            unmodified  an unmodified Node app under hotswap with no flags, the
+                                        same app restarted naively, and python3 -m http.server
+                                        (no SIGTERM handler) under hotswap with no flags and
+                                        with --stop-signal INT
+                            detection   readiness detection latency per runtime (Node, http.server,
+                                        gunicorn sync and gthread, uvicorn, tokio, accept loop)
+                            pm2, sockets, instances, reloads
   --no-write              do not write docs/bench/results.md and reload.svg
   --out DIR               where to write them [docs/bench]
   --readme                also copy the table into README.md, between its bench-table markers
   --verbose               echo every line the servers and hotswap log";
 
 /// What `--only` can name.
-const GROUPS: [&str; 5] = ["load", "pm2", "sockets", "instances", "reloads"];
+const GROUPS: [&str; 7] =
+    ["load", "unmodified", "detection", "pm2", "sockets", "instances", "reloads"];
 
 pub fn parse_opts() -> Opts {
     let mut o = Opts {
@@ -61,6 +74,8 @@ pub fn parse_opts() -> Opts {
         boots: 20,
         boot_delay: Duration::ZERO,
         pm2: true,
+        detect_starts: 10,
+        venv: Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"),
         only: None,
         write: true,
         verbose: false,
@@ -93,6 +108,8 @@ pub fn parse_opts() -> Opts {
             "--boots" => o.boots = num::<usize>(&value("--boots")).max(1),
             "--boot-delay" => o.boot_delay = dur(&value("--boot-delay")),
             "--no-pm2" => o.pm2 = false,
+            "--detect-starts" => o.detect_starts = num::<usize>(&value("--detect-starts")).max(1),
+            "--venv" => o.venv = PathBuf::from(value("--venv")),
             "--only" => {
                 let list: Vec<String> = value("--only").split(',').map(str::to_string).collect();
                 if let Some(g) = list.iter().find(|g| !GROUPS.contains(&g.as_str())) {

@@ -12,12 +12,17 @@
 //! - **naive**: the server stopped (SIGTERM, wait for its exit) and started again K times, what
 //!   `systemctl restart` does;
 //! - **hotswap**: the server under hotswap, K SIGHUP reloads; then with `-n 2` instances;
+//! - **unmodified** (issue 8): an unmodified Node app (benches/reload/apps/app.js, binds PORT
+//!   itself) under `hotswap --` with no flag, K SIGHUP reloads; the same app restarted naively;
+//!   and `python3 -m http.server`, which has no SIGTERM handler, under `hotswap --`;
 //! - **pm2** (only when `node` and `pm2` are on PATH): benches/pm2/server.js in PM2 cluster mode,
 //!   K `pm2 reload`s;
 //!
 //! each in two load modes (a new connection per request; keep-alive), then three scale points:
 //! 100 listening sockets, 64 instances, 1,000 consecutive reloads (RSS and fds before and after),
-//! with an idle window in which hotswap must use no CPU.
+//! with an idle window in which hotswap must use no CPU; and a second table, **detection** (run
+//! first, printed last): for seven runtimes, how long after the app starts waiting on its
+//! socket hotswap sees it ready, and what its looking in /proc costs.
 //!
 //! It measures and prints; it asserts nothing. It writes `docs/bench/results.md` and
 //! `docs/bench/reload.svg` (`--no-write` to skip). Every process it starts is stopped and reaped
@@ -25,7 +30,8 @@
 //! SIGTERM and SIGHUP. Only a SIGKILLed bench leaves its processes running.
 //!
 //! Modules: `cli` (options), `procs` (the processes and /proc), `scenarios` (the rows),
-//! `report` (the table, the goals, results.md), `plot` (reload.svg).
+//! `apps` (the unmodified apps and how each runs), `detect` (the detection table), `report`
+//! (the table, the goals, results.md), `plot` (reload.svg).
 
 // The integration tests' harness, shared as it is: the bench starts hotswap and kills its tree,
 // reads /proc and runs the load client through it, and uses only that part of it (the tests use
@@ -34,7 +40,9 @@
 #[path = "../../tests/integration/support/mod.rs"]
 mod support;
 
+mod apps;
 mod cli;
+mod detect;
 mod plot;
 mod procs;
 mod report;
@@ -62,7 +70,7 @@ fn main() {
     let mut info = report::machine();
     println!("reload bench — {}", info.join("; "));
     println!(
-        "settings: --duration {:?} --reloads {} --clients {} --instances {} --scale-sockets {} --scale-instances {} --scale-reloads {} --idle {:?} --boot-delay {:?}",
+        "settings: --duration {:?} --reloads {} --clients {} --instances {} --scale-sockets {} --scale-instances {} --scale-reloads {} --idle {:?} --boot-delay {:?} --detect-starts {} --venv {}",
         opts.duration,
         opts.reloads,
         opts.clients,
@@ -71,10 +79,18 @@ fn main() {
         opts.scale_instances,
         opts.scale_reloads,
         opts.idle,
-        opts.boot_delay
+        opts.boot_delay,
+        opts.detect_starts,
+        opts.venv.display()
     );
     let bins = procs::build_server();
     let cpu_before = procs::CpuSnapshot::now();
+    // The detection table first: the load rows leave thousands of TIME_WAIT sockets behind,
+    // which make hotswap's deep looks slower (they read the TCP table whole).
+    let detection = opts.want("detection").then(|| {
+        let tcp = procs::tcp_entries();
+        detect::table(&detect::run_all(&bins, &opts), &opts, tcp)
+    });
     let (mut rows, scale) = scenarios::run_all(&bins, &opts);
 
     // Group by scenario, in the order they first ran (the sort is stable).
@@ -91,6 +107,10 @@ fn main() {
     println!();
     for g in &goals {
         println!("- {g}");
+    }
+    if let Some(d) = &detection {
+        println!("\nDetection latency per runtime:\n");
+        print!("{d}");
     }
     let other = cpu_before.other_share();
     info.push(format!(
@@ -111,6 +131,6 @@ fn main() {
     if opts.write && opts.only.is_some() {
         println!("\n--only: a partial run, so {} is left as it is", opts.out.display());
     } else if opts.write {
-        report::write_results(&rows, &opts, &info, &table, &goals);
+        report::write_results(&rows, &opts, &info, &table, &goals, detection.as_deref());
     }
 }

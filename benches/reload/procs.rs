@@ -1,10 +1,12 @@
 //! The processes the bench starts and what it reads of them. [`Proc`] is the guard the
 //! standalone server lives in (stopped and reaped by pid when dropped), its stderr and hotswap's
 //! collected, with their arrival times, by the test harness's `StderrLog`. [`Server`] starts the
-//! example server alone; [`Hotswap`] starts it under hotswap through the test harness (the one
-//! way to start hotswap and kill its tree) and times reloads from those lines; [`on_interrupt`]
-//! stops everything on SIGINT, SIGTERM or SIGHUP. [`Usage`] and [`CpuSnapshot`] read RSS, CPU
-//! time and fds from /proc; [`build_server`] builds the example server the bench runs.
+//! example server (or an app that binds its own port) alone; [`Hotswap`] starts it (or any app,
+//! with any flags) under hotswap through the test harness (the one way to start hotswap and kill
+//! its tree) and times reloads from those lines and the children's own ([`ChildLine`]);
+//! [`on_interrupt`] stops everything on SIGINT, SIGTERM or SIGHUP. [`Usage`] and [`CpuSnapshot`]
+//! read RSS, CPU time and fds from /proc; [`build_server`] builds the example server the bench
+//! runs.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener};
@@ -245,14 +247,42 @@ fn find<'a>(lines: &'a [(Instant, String)], needle: &str) -> Option<(Instant, &'
 }
 
 /// When hotswap logged `gen G started (pids …)`, and when the last of those children logged
-/// its own `ready` line; None until all of them are there.
-fn started_and_ready(lines: &[(Instant, String)], generation: u64) -> Option<(Instant, Instant)> {
+/// its own line (`child`: the example server's `ready`, an app's `listening`); None until all
+/// of them are there.
+fn started_and_ready(
+    lines: &[(Instant, String)],
+    generation: u64,
+    child: ChildLine,
+) -> Option<(Instant, Instant)> {
     let (t_started, l) = find(lines, &format!("gen {generation} started (pids "))?;
     let mut t_child = t_started;
     for pid in pids_in(l) {
-        t_child = t_child.max(find(lines, &format!("server[{pid}]: ready"))?.0);
+        t_child = t_child.max(find(lines, &child.needle(pid))?.0);
     }
     Some((t_started, t_child))
+}
+
+/// The line a child writes on stderr once it serves: the moment its own start is over.
+#[derive(Clone, Copy, Debug)]
+pub enum ChildLine {
+    /// A line containing `{0}PID{1}`, with the pid hotswap spawned (`server[`, `]: ready`).
+    Pid(&'static str, &'static str),
+    /// A line containing this text (the app names no pid, or not the one hotswap spawned: one
+    /// instance only, and only lines logged after the start was asked for are looked at).
+    Text(&'static str),
+}
+
+impl ChildLine {
+    /// The example server's `server[PID]: ready…`.
+    pub const SERVER: ChildLine = ChildLine::Pid("server[", "]: ready");
+
+    /// What the line of the child `pid` contains.
+    pub fn needle(self, pid: u32) -> String {
+        match self {
+            ChildLine::Pid(before, after) => format!("{before}{pid}{after}"),
+            ChildLine::Text(text) => text.to_string(),
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -270,12 +300,19 @@ impl Server {
         let mut cmd = Command::new(bin);
         cmd.arg("--port").arg(port.to_string());
         cmd.arg("--boot-delay").arg(format!("{}ms", boot_delay.as_millis()));
+        Server::spawn(cmd, "server", ChildLine::SERVER, verbose)
+    }
+
+    /// Starts `cmd` (a server that binds its own port: the example server, an unmodified app)
+    /// and waits for its `ready` line; also returns how long that took.
+    pub fn spawn(cmd: Command, name: &str, ready: ChildLine, verbose: bool) -> (Server, Duration) {
         let t0 = Instant::now();
-        let (proc, stderr) = Proc::spawn(cmd, "server", Signal::SIGKILL, verbose);
-        let ready = wait_for(&stderr, 0, "]: ready", WAIT).unwrap_or_else(|| {
-            panic!("the server on port {port} never said ready: {:?}", stderr.lines())
+        let (proc, stderr) = Proc::spawn(cmd, name, Signal::SIGKILL, verbose);
+        let needle = ready.needle(proc.pid() as u32);
+        let at = wait_for(&stderr, 0, &needle, WAIT).unwrap_or_else(|| {
+            panic!("{name} (pid {}) never logged {needle:?}: {:?}", proc.pid(), stderr.lines())
         });
-        (Server { proc, stderr }, ready - t0)
+        (Server { proc, stderr }, at - t0)
     }
 }
 
@@ -285,6 +322,8 @@ pub struct Hotswap {
     hs: support::Hotswap,
     control: PathBuf,
     generation: u64,
+    /// The line each child logs once it serves.
+    child: ChildLine,
 }
 
 impl Hotswap {
@@ -296,7 +335,6 @@ impl Hotswap {
         boot_delay: Duration,
         verbose: bool,
     ) -> Hotswap {
-        park_if_stopping();
         let mut args: Vec<String> = Vec::new();
         for a in addrs {
             args.extend(["--listen".to_string(), a.to_string()]);
@@ -318,15 +356,41 @@ impl Hotswap {
         args.extend(
             ["--name", "bench", "--", &server, "--boot-delay", &boot_delay].map(String::from),
         );
-        let hs = Launch { echo: verbose, ..Launch::via(hotswap_bin(), args) }.start();
+        let launch = Launch { echo: verbose, ..Launch::via(hotswap_bin(), args) };
+        Hotswap::launch(launch, ChildLine::SERVER)
+            .unwrap_or_else(|e| panic!("hotswap's first generation never became ready: {e}"))
+    }
+
+    /// Starts hotswap as `launch` says (any flags, any app; its children log `child` once they
+    /// serve) and waits for generation 1 to be ready. Err: generation 1 failed or was not
+    /// ready in time (the line, or every line so far); hotswap and its tree are killed then.
+    pub fn launch(launch: Launch, child: ChildLine) -> Result<Hotswap, String> {
+        park_if_stopping();
+        let hs = launch.start();
         // On an interrupt, SIGQUIT: hotswap's fast stop SIGKILLs every child's group and exits.
         live().push(Live::Child { pid: hs.pid(), signal: Signal::SIGQUIT });
         let control = hs.dir().join("control.sock");
-        let hs = Hotswap { hs, control, generation: 1 };
-        if wait_for(hs.hs.stderr(), 0, "gen 1 ready", WAIT).is_none() {
-            panic!("hotswap's first generation never became ready: {:?}", hs.hs.stderr().lines());
+        let hs = Hotswap { hs, control, generation: 1, child };
+        let first = hs.hs.stderr().wait(0, WAIT, |lines| {
+            find(lines, "gen 1 ready after ")
+                .or_else(|| find(lines, "gen 1 failed"))
+                .map(|(_, l)| l.to_string())
+        });
+        match first {
+            Some(l) if l.contains("gen 1 ready after ") => Ok(hs),
+            Some(l) => Err(l),
+            None => Err(format!("no `gen 1 ready` within {WAIT:?}: {:?}", hs.hs.stderr().lines())),
         }
-        hs
+    }
+
+    /// Sends `sig` to hotswap (its pid only).
+    pub fn signal(&self, sig: Signal) {
+        self.hs.signal(sig);
+    }
+
+    /// hotswap's stderr so far, its children's included, each line with its arrival time.
+    pub fn log(&self) -> &StderrLog {
+        self.hs.stderr()
     }
 
     pub fn usage(&self) -> Usage {
@@ -344,11 +408,12 @@ impl Hotswap {
         let ready = format!("gen {new} ready after");
         let failed = format!("gen {new} failed");
         let gone = format!("gen {old} gone");
+        let child = self.child;
         let r = self.hs.stderr().wait(from, WAIT, |lines| {
             if let Some((_, l)) = find(lines, &failed) {
                 return Some(Err(l.to_string()));
             }
-            let (t_started, t_child) = started_and_ready(lines, new)?;
+            let (t_started, t_child) = started_and_ready(lines, new, child)?;
             let t_ready = find(lines, &ready)?.0;
             let t_gone = find(lines, &gone)?.0;
             Some(Ok(Reload {
@@ -397,10 +462,11 @@ impl Hotswap {
                     if let Some(g) = generation {
                         self.generation = g;
                         // The new child's own boot, from hotswap's stderr as in `hup`.
+                        let child = self.child;
                         let timing = self
                             .hs
                             .stderr()
-                            .wait(from, Duration::from_secs(2), |l| started_and_ready(l, g));
+                            .wait(from, Duration::from_secs(2), |l| started_and_ready(l, g, child));
                         if let Some((t_started, t_child)) = timing {
                             r.boot = Some(t_child - t_started);
                             r.spawned = Some(t_started.saturating_duration_since(t0));
@@ -578,6 +644,16 @@ fn exe_rss_kib(pid: i32) -> u64 {
         }
     }
     kib
+}
+
+/// Entries of /proc/net/tcp and tcp6: this network namespace's TCP sockets, TIME_WAIT included
+/// (a load with a new connection per request leaves thousands). hotswap's deep looks at a
+/// starting tree read these tables whole.
+pub fn tcp_entries() -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .map(|t| std::fs::read_to_string(t).map_or(0, |s| s.lines().count().saturating_sub(1)))
+        .sum()
 }
 
 /// Clock ticks per second (the unit of utime and stime), 100 if sysconf cannot tell.

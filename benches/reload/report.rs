@@ -12,7 +12,7 @@ use crate::cli::Opts;
 use crate::load::LoadReport;
 use crate::plot::plot;
 use crate::procs::{Reload, Usage};
-use crate::scenarios::{Mode, ReloadScale, Row, Scenario};
+use crate::scenarios::{Mode, ReloadScale, Row, Scenario, Unmodified};
 
 // ------------------------------------------------------------------------------------------
 // Cells
@@ -91,7 +91,7 @@ pub fn cells(row: &Row, direct: &BTreeMap<&'static str, f64>) -> Vec<String> {
             let rate = row.rate().unwrap_or_default();
             c.push(format!("{rate:.0}"));
             let ratio = match (&row.scenario, row.mode.and_then(|m| direct.get(m.name()))) {
-                (Scenario::Pm2 { .. }, _) => dash(),
+                (Scenario::Pm2 { .. } | Scenario::Unmodified(_), _) => dash(),
                 (_, Some(d)) if *d > 0.0 => format!("{:.3}", rate / d),
                 _ => dash(),
             };
@@ -115,20 +115,25 @@ pub fn cells(row: &Row, direct: &BTreeMap<&'static str, f64>) -> Vec<String> {
 
 /// The rows as a markdown table, each column padded to its widest cell.
 pub fn markdown_table(rows: &[Vec<String>]) -> String {
+    markdown_grid(&HEADER, rows)
+}
+
+/// `rows` under `header` as a markdown table, each column padded to its widest cell.
+pub fn markdown_grid(header: &[&str], rows: &[Vec<String>]) -> String {
     let width = |i: usize| {
         rows.iter()
             .map(|r| r[i].chars().count())
-            .chain([HEADER[i].chars().count()])
+            .chain([header[i].chars().count()])
             .max()
             .unwrap_or(0)
     };
-    let widths: Vec<usize> = (0..HEADER.len()).map(width).collect();
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
     let line = |cells: Vec<String>| {
         let padded: Vec<String> =
             cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect();
         format!("| {} |\n", padded.join(" | "))
     };
-    let mut out = line(HEADER.iter().map(|h| h.to_string()).collect());
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
     out += &line(widths.iter().map(|w| "-".repeat(*w)).collect());
     for r in rows {
         out += &line(r.clone());
@@ -170,13 +175,18 @@ pub fn goals(rows: &[Row], scale: Option<&ReloadScale>) -> Vec<String> {
         .collect();
     let total: u64 =
         hotswap_rows.iter().filter_map(|r| r.load.as_ref()).map(LoadReport::total).sum();
-    g.push(if failed.is_empty() {
+    g.push(if hotswap_rows.is_empty() {
+        "zero failed requests with hotswap (the example server), both modes: not measured".into()
+    } else if failed.is_empty() {
         format!(
             "zero failed requests with hotswap, both modes: **met** (0 of {total} requests failed)"
         )
     } else {
         format!("zero failed requests with hotswap, both modes: **missed**: {}", failed.join("; "))
     });
+
+    // Issue 8: unmodified apps, no flags.
+    g.extend(unmodified_goals(rows));
 
     // 2. throughput ratio.
     let direct = direct_rates(rows);
@@ -358,6 +368,72 @@ pub fn goals(rows: &[Row], scale: Option<&ReloadScale>) -> Vec<String> {
     g
 }
 
+/// What the `unmodified` rows show: zero failed requests for the Node app with no flags (and
+/// what its naive restart lost), and what the app with no SIGTERM handler loses, and why.
+fn unmodified_goals(rows: &[Row]) -> Vec<String> {
+    let of = |app: Unmodified| -> Vec<&Row> {
+        rows.iter()
+            .filter(|r| r.scenario == Scenario::Unmodified(app) && r.load.is_some())
+            .collect()
+    };
+    let per_mode = |rs: &[&Row]| -> String {
+        rs.iter()
+            .filter_map(|r| {
+                let l = r.load.as_ref()?;
+                Some(format!(
+                    "{}: {} of {} over {} reloads",
+                    r.mode.map_or("", Mode::name),
+                    failures(l),
+                    l.total(),
+                    r.reloads.len()
+                ))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let failed = |rs: &[&Row]| -> u64 {
+        rs.iter().filter_map(|r| r.load.as_ref()).map(LoadReport::failed).sum()
+    };
+    let mut g = Vec::new();
+    let (node, naive, http, int) = (
+        of(Unmodified::Node),
+        of(Unmodified::NodeNaive),
+        of(Unmodified::HttpServer),
+        of(Unmodified::HttpServerInt),
+    );
+    if !node.is_empty() {
+        let verdict = if failed(&node) == 0 { "**met**" } else { "**missed**" };
+        let mut line = format!(
+            "zero failed requests, unmodified Node app under `hotswap --` with no flags, both \
+             modes: {verdict} ({})",
+            per_mode(&node)
+        );
+        if !naive.is_empty() {
+            line += &format!("; the same app restarted naively: {}", per_mode(&naive));
+        }
+        g.push(line);
+    }
+    if !http.is_empty() {
+        let mut line = format!(
+            "an app with no SIGTERM handler (python3 -m http.server) under `hotswap --` with no \
+             flags: {}",
+            per_mode(&http)
+        );
+        if !int.is_empty() {
+            line += &format!("; with `--stop-signal INT`: {}", per_mode(&int));
+        }
+        line += ". It is seen ready and reloads, but the stop signal kills it at once with the \
+                 requests it had accepted and not answered yet (they fail as reset); the \
+                 connections still waiting in the shared socket's queue are the new \
+                 generation's. SIGINT does not save them either: http.server then exits at \
+                 once, and its request threads are daemon threads, killed with it. The cure is \
+                 in the app: a SIGTERM handler that stops accepting and lets the requests in \
+                 flight finish";
+        g.push(line);
+    }
+    g
+}
+
 // ------------------------------------------------------------------------------------------
 // The machine
 
@@ -412,7 +488,14 @@ fn utc_now() -> String {
 
 /// Writes `results.md` (the machine, the settings, the table, the goals) and `reload.svg` into
 /// `opts.out`, and with `--readme` the table into README.md.
-pub fn write_results(rows: &[Row], opts: &Opts, info: &[String], table: &str, goals: &[String]) {
+pub fn write_results(
+    rows: &[Row],
+    opts: &Opts,
+    info: &[String],
+    table: &str,
+    goals: &[String],
+    detection: Option<&str>,
+) {
     std::fs::create_dir_all(&opts.out).expect("create the output dir");
     let mut md = String::new();
     let _ = writeln!(md, "# hotswap reload benchmark: latest results\n");
@@ -432,6 +515,10 @@ pub fn write_results(rows: &[Row], opts: &Opts, info: &[String], table: &str, go
     let _ = writeln!(md, "\n## Goals\n");
     for g in goals {
         let _ = writeln!(md, "- {g}");
+    }
+    if let Some(d) = detection {
+        let _ = writeln!(md, "\n## Detection latency per runtime\n");
+        md += d;
     }
     let _ = writeln!(md, "\n![requests per 100 ms, naive restart vs hotswap](reload.svg)");
     let md_path = opts.out.join("results.md");

@@ -1,5 +1,7 @@
 //! The scenarios, each run yielding one [`Row`] of the table: the server alone (direct), the
-//! server stopped and started again (naive), the server under hotswap with SIGHUP reloads, the
+//! server stopped and started again (naive), the server under hotswap with SIGHUP reloads,
+//! unmodified apps that bind their own port (a Node app under hotswap with no flags and
+//! restarted naively; Python's http.server, which has no SIGTERM handler, under hotswap), the
 //! PM2 cluster when pm2 is installed, and the scale points (many sockets, many instances, a
 //! thousand reloads in a row with idle CPU and RSS samples). [`run_all`] runs what the options
 //! ask for, in the order the table is meant to be read in.
@@ -14,9 +16,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::WAIT;
+use crate::apps::Runtime;
 use crate::cli::Opts;
 use crate::load::{self, LoadConfig, LoadReport, Target};
-use crate::procs::{Bins, Hotswap, Live, Reload, Server, Usage, free_ports, live, on_path};
+use crate::procs::{
+    Bins, Hotswap, Live, Reload, Server, Usage, free_ports, live, on_path, tcp_entries,
+};
 use crate::report::{ms, p50_max, quantile};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,8 +43,30 @@ impl Mode {
 pub enum Scenario {
     Direct,
     Naive,
-    Hotswap { instances: u32, sockets: usize },
-    Pm2 { instances: u32 },
+    Hotswap {
+        instances: u32,
+        sockets: usize,
+    },
+    Pm2 {
+        instances: u32,
+    },
+    /// An app that binds its own port, under hotswap with no flags, or restarted naively.
+    Unmodified(Unmodified),
+}
+
+/// The apps of the `unmodified` rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unmodified {
+    /// `hotswap -- node app.js`, PORT set, no flag.
+    Node,
+    /// The same app stopped (SIGTERM, wait for its exit) and started again.
+    NodeNaive,
+    /// `hotswap -- python3 -m http.server P --bind 127.0.0.1` (through `sh -c 'exec … >&2'`, so
+    /// that its `Serving HTTP on` line reaches the bench): no SIGTERM handler.
+    HttpServer,
+    /// The same with `--stop-signal INT`: Python turns SIGINT into KeyboardInterrupt, on which
+    /// `python3 -m http.server` closes its server and exits.
+    HttpServerInt,
 }
 
 impl Scenario {
@@ -54,6 +81,16 @@ impl Scenario {
                 format!("hotswap -n {instances}, {sockets} sockets")
             }
             Scenario::Pm2 { instances } => format!("pm2 cluster -i {instances}"),
+            Scenario::Unmodified(Unmodified::Node) => "unmodified Node app, no flags".into(),
+            Scenario::Unmodified(Unmodified::NodeNaive) => {
+                "unmodified Node app, naive restart".into()
+            }
+            Scenario::Unmodified(Unmodified::HttpServer) => {
+                "http.server (no SIGTERM handler), no flags".into()
+            }
+            Scenario::Unmodified(Unmodified::HttpServerInt) => {
+                "http.server, --stop-signal INT".into()
+            }
         }
     }
 }
@@ -131,8 +168,8 @@ impl Row {
 }
 
 /// Runs the scenarios `opts` asks for and prints a line as each row is done: the load rows
-/// (after an unreported warm-up), pm2, then the scale points. The last, 1,000 reloads in a row,
-/// comes back apart from the rows.
+/// (after an unreported warm-up), the unmodified apps, pm2, then the scale points. The last,
+/// 1,000 reloads in a row, comes back apart from the rows.
 pub fn run_all(bins: &Bins, opts: &Opts) -> (Vec<Row>, Option<ReloadScale>) {
     let mut rows: Vec<Row> = Vec::new();
     let mut push = |row: Row| {
@@ -154,6 +191,20 @@ pub fn run_all(bins: &Bins, opts: &Opts) -> (Vec<Row>, Option<ReloadScale>) {
             push(run_hotswap(bins, mode, 1, 1, opts));
             if opts.instances > 1 {
                 push(run_hotswap(bins, mode, opts.instances, 1, opts));
+            }
+        }
+    }
+    if opts.want("unmodified") {
+        for mode in modes {
+            for app in [
+                Unmodified::Node,
+                Unmodified::NodeNaive,
+                Unmodified::HttpServer,
+                Unmodified::HttpServerInt,
+            ] {
+                if let Some(row) = run_unmodified(bins, app, mode, opts) {
+                    push(row);
+                }
             }
         }
     }
@@ -193,7 +244,7 @@ pub fn run_all(bins: &Bins, opts: &Opts) -> (Vec<Row>, Option<ReloadScale>) {
 fn progress(r: &Row) {
     let l = r.load.as_ref();
     println!(
-        "  {:<28} {:<10} {:>8} requests, {:>6} failed, {:>8.0} req/s",
+        "  {:<42} {:<10} {:>8} requests, {:>6} failed, {:>8.0} req/s",
         r.label,
         r.mode.map_or("", Mode::name),
         l.map_or(0, LoadReport::total),
@@ -249,9 +300,22 @@ fn run_direct(bins: &Bins, mode: Mode, opts: &Opts) -> Row {
 
 fn run_naive(bins: &Bins, mode: Mode, opts: &Opts) -> Row {
     let port = free_ports(1)[0];
-    let (mut server, _) = Server::start(&bins.server, port, opts.boot_delay, opts.verbose);
+    let start = || Server::start(&bins.server, port, opts.boot_delay, opts.verbose);
+    naive_restarts(Scenario::Naive, start, local(port), mode, opts)
+}
+
+/// The server `start` starts (waiting for its ready line), under load on `addr`, stopped
+/// (SIGTERM, wait for its exit) and started again K times, as `systemctl restart` does.
+fn naive_restarts(
+    scenario: Scenario,
+    start: impl Fn() -> (Server, Duration),
+    addr: SocketAddr,
+    mode: Mode,
+    opts: &Opts,
+) -> Row {
+    let (mut server, _) = start();
     let t_load = Instant::now();
-    let handle = load::spawn_in_thread(load_config(local(port), mode, opts));
+    let handle = load::spawn_in_thread(load_config(addr, mode, opts));
     let mut reloads = Vec::new();
     for at in schedule(opts, t_load) {
         sleep_until(at);
@@ -260,7 +324,7 @@ fn run_naive(bins: &Bins, mode: Mode, opts: &Opts) -> Row {
         server.proc.stop(Signal::SIGTERM, Duration::from_secs(10));
         let gone = t0.elapsed();
         let spawned = Instant::now();
-        let (next, boot) = Server::start(&bins.server, port, opts.boot_delay, opts.verbose);
+        let (next, boot) = start();
         let ready = spawned + boot - t0;
         server = next;
         reloads.push(Reload {
@@ -274,23 +338,33 @@ fn run_naive(bins: &Bins, mode: Mode, opts: &Opts) -> Row {
     let report = handle.finish();
     server.proc.stop(Signal::SIGTERM, Duration::from_secs(10));
     drop(server.stderr);
-    let mut row = Row::new(Scenario::Naive, Some(mode));
+    let mut row = Row::new(scenario, Some(mode));
     row.reloads = reloads;
     row.set_load(report, opts.duration);
     row
 }
 
-fn run_hotswap(bins: &Bins, mode: Mode, instances: u32, sockets: usize, opts: &Opts) -> Row {
-    let addrs: Vec<SocketAddr> = free_ports(sockets).into_iter().map(local).collect();
-    let mut hs = Hotswap::start(bins, &addrs, instances, opts.boot_delay, opts.verbose);
+/// K SIGHUPs of `hs`, spaced evenly, under load on `addr`.
+fn hups_under_load(
+    hs: &mut Hotswap,
+    addr: SocketAddr,
+    mode: Mode,
+    opts: &Opts,
+) -> (LoadReport, Vec<Reload>) {
     let t_load = Instant::now();
-    let handle = load::spawn_in_thread(load_config(addrs[0], mode, opts));
+    let handle = load::spawn_in_thread(load_config(addr, mode, opts));
     let mut reloads = Vec::new();
     for at in schedule(opts, t_load) {
         sleep_until(at);
         reloads.push(hs.hup());
     }
-    let report = handle.finish();
+    (handle.finish(), reloads)
+}
+
+fn run_hotswap(bins: &Bins, mode: Mode, instances: u32, sockets: usize, opts: &Opts) -> Row {
+    let addrs: Vec<SocketAddr> = free_ports(sockets).into_iter().map(local).collect();
+    let mut hs = Hotswap::start(bins, &addrs, instances, opts.boot_delay, opts.verbose);
+    let (report, reloads) = hups_under_load(&mut hs, addrs[0], mode, opts);
     // Let the last reload's tail (reaping, closing the old children's channels) settle.
     std::thread::sleep(Duration::from_millis(300));
     let mut row = Row::new(Scenario::Hotswap { instances, sockets }, Some(mode));
@@ -311,6 +385,105 @@ fn run_hotswap(bins: &Bins, mode: Mode, instances: u32, sockets: usize, opts: &O
     row.reloads = reloads;
     row.set_load(report, opts.duration);
     row
+}
+
+/// A row of the `unmodified` group; None (and a line saying why) when the app cannot run here.
+fn run_unmodified(bins: &Bins, app: Unmodified, mode: Mode, opts: &Opts) -> Option<Row> {
+    let scenario = Scenario::Unmodified(app);
+    let runtime = match app {
+        Unmodified::Node | Unmodified::NodeNaive => Runtime::Node,
+        Unmodified::HttpServer | Unmodified::HttpServerInt => Runtime::HttpServer,
+    };
+    let port = free_ports(1)[0];
+    let mut run = match runtime.run(port, bins, &opts.venv) {
+        Ok(run) => run,
+        Err(why) => {
+            println!("{}: skipped ({why})", scenario.label());
+            return None;
+        }
+    };
+    let what = match runtime {
+        Runtime::Node => "Node app (benches/reload/apps/app.js)",
+        _ => "Python's http.server",
+    };
+    let not_direct = format!("{what}: ÷ direct does not apply");
+    if app == Unmodified::NodeNaive {
+        let start = || Server::spawn(run.alone(), "node", run.line, opts.verbose);
+        let mut row = naive_restarts(scenario, start, run.addr, mode, opts);
+        row.notes.push(not_direct);
+        row.notes.push("ready: the new node's `listening` line".into());
+        return Some(row);
+    }
+    if app == Unmodified::HttpServerInt {
+        run.flags.extend(["--stop-signal".to_string(), "INT".to_string()]);
+    }
+    let mut hs = match Hotswap::launch(run.launch(&[], opts.verbose), run.line) {
+        Ok(hs) => hs,
+        Err(line) => {
+            println!("{}: not run, generation 1 failed: {line}", scenario.label());
+            return None;
+        }
+    };
+    let from = hs.log().line_count();
+    let (report, reloads) = hups_under_load(&mut hs, run.addr, mode, opts);
+    let usage = hs.usage();
+    let mut row = Row::new(scenario, Some(mode));
+    row.notes.push(not_direct);
+    row.notes.push(format!("seen taking connections: {}", seen_as(&hs.log().lines()[from..])));
+    let spawned: Vec<Duration> = reloads.iter().filter_map(|r| r.spawned).collect();
+    row.notes.push(format!(
+        "HUP → spawned {}; boot: `gen N started` → the app's {} line; hotswap fds {}; TCP \
+         table (what a deep look reads) {} entries at the end",
+        p50_max(&spawned),
+        match runtime {
+            Runtime::Node => "`listening`",
+            _ => "`Serving HTTP on`",
+        },
+        usage.fds,
+        tcp_entries()
+    ));
+    if runtime == Runtime::HttpServer && mode == Mode::KeepAlive {
+        row.notes.push("http.server answers HTTP/1.0 and closes every connection".into());
+    }
+    hs.stop();
+    row.usage = Some(usage);
+    row.reloads = reloads;
+    row.set_load(report, opts.duration);
+    Some(row)
+}
+
+/// How the `gen N ready after …` lines among `lines` say the children were seen taking
+/// connections, with how often: `epoll ×5`.
+pub fn seen_as(lines: &[String]) -> String {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for l in lines.iter().filter(|l| l.contains(" ready after ")) {
+        let how = ready_how(l);
+        match kinds.iter_mut().find(|(k, _)| *k == how) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((how, 1)),
+        }
+    }
+    if kinds.is_empty() {
+        return "–".into();
+    }
+    kinds.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The way a `gen N ready after 212ms (pid 1234 accepting on [::]:3000 (epoll))` line says the
+/// child was seen: `epoll`, `accept`, `poll`, `select`, `recv`, `holding a connection`, or the
+/// signal it sent (`READY=1`).
+pub fn ready_how(line: &str) -> String {
+    let why = line.split_once(" (").map_or("", |(_, w)| w.trim_end_matches(')'));
+    if why.ends_with("(epoll") {
+        return "epoll".into();
+    }
+    if let Some((_, rest)) = why.split_once("waiting in ") {
+        return rest.split(' ').next().unwrap_or(rest).to_string();
+    }
+    if why.contains("holding a connection") {
+        return "holding a connection".into();
+    }
+    why.to_string()
 }
 
 /// One GET / on a fresh connection; true on a 200.
