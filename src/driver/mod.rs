@@ -344,7 +344,7 @@ impl Driver {
             let began = Instant::now();
             let scan = procfs::scan(pid, &ours, deep);
             let cost = began.elapsed();
-            self.sampler.looked(pid, Instant::now(), cost);
+            self.sampler.looked(pid, Instant::now(), cost, deep);
             tracing::debug!(
                 "looked at pid {pid}'s tree{} in {}us: {} processes, {}",
                 if deep { " (deep)" } else { "" },

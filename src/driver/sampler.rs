@@ -24,6 +24,8 @@ struct Watch {
     next: Instant,
     interval: Duration,
     looks: u32,
+    /// No deep look before this (ten times the last deep look's cost after it).
+    deep_after: Instant,
 }
 
 /// The starting children being watched, each with its next look.
@@ -35,7 +37,8 @@ pub struct Sampler {
 impl Sampler {
     /// `pid` was spawned at `now`: start looking.
     pub fn watch(&mut self, pid: Pid, now: Instant) {
-        self.watched.insert(pid, Watch { next: now + FIRST, interval: FIRST, looks: 0 });
+        let watch = Watch { next: now + FIRST, interval: FIRST, looks: 0, deep_after: now };
+        self.watched.insert(pid, watch);
     }
 
     /// `pid`'s start is over, or it is gone: stop looking.
@@ -61,14 +64,24 @@ impl Sampler {
         self.watched
             .iter()
             .filter(|(_, w)| w.next <= now)
-            .map(|(&pid, w)| (pid, w.looks % DEEP_EVERY == DEEP_EVERY - 1))
+            .map(|(&pid, w)| (pid, w.looks % DEEP_EVERY >= DEEP_EVERY - 1 && now >= w.deep_after))
             .collect()
     }
 
-    /// A look at `pid` took `cost`: schedule the next one.
-    pub fn looked(&mut self, pid: Pid, now: Instant, cost: Duration) {
+    /// A look at `pid` (`deep` or not) took `cost`: schedule the next one.
+    /// A deep look's cost paces the next deep look, not the cheap ones.
+    pub fn looked(&mut self, pid: Pid, now: Instant, cost: Duration, deep: bool) {
         if let Some(w) = self.watched.get_mut(&pid) {
-            w.looks += 1;
+            if deep {
+                w.looks += 1;
+                w.deep_after = now + cost * COST_SHARE;
+                w.next = now + w.interval;
+                return;
+            }
+            // A deep look that is not due yet waits at its turn (looks % 8 == 7).
+            if w.looks % DEEP_EVERY != DEEP_EVERY - 1 {
+                w.looks += 1;
+            }
             w.interval = (w.interval * 2).min(CAP).max(cost * COST_SHARE);
             w.next = now + w.interval;
         }
@@ -78,6 +91,36 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expensive_deep_look_delays_the_next_deep_one_not_the_cheap_ones() {
+        let t0 = Instant::now();
+        let mut s = Sampler::default();
+        s.watch(1, t0);
+        for _ in 0..7 {
+            let now = s.next_due().unwrap();
+            assert!(!s.due(now)[0].1);
+            s.looked(1, now, Duration::from_micros(100), false);
+        }
+        let now = s.next_due().unwrap();
+        assert!(s.due(now)[0].1, "the eighth is deep");
+        s.looked(1, now, Duration::from_millis(15), true);
+        let next = s.next_due().unwrap();
+        assert!(next - now <= CAP, "cheap looks go on at their pace: {:?}", next - now);
+        // The following looks stay cheap until 150 ms have passed, then one is deep again.
+        let mut deep_at = None;
+        for _ in 0..20 {
+            let at = s.next_due().unwrap();
+            let is_deep = s.due(at)[0].1;
+            if is_deep {
+                deep_at = Some(at);
+                break;
+            }
+            s.looked(1, at, Duration::from_micros(100), false);
+        }
+        let deep_at = deep_at.expect("a deep look again");
+        assert!(deep_at - now >= Duration::from_millis(150), "{:?}", deep_at - now);
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -96,7 +139,7 @@ mod tests {
             at.push(now.duration_since(t0).as_millis());
             let due = s.due(now);
             assert_eq!(due.len(), 1);
-            s.looked(7, now, Duration::from_micros(150));
+            s.looked(7, now, Duration::from_micros(150), false);
         }
         assert_eq!(at, [2, 6, 14, 30, 62, 112, 162, 212, 262]);
         s.settle(7);
@@ -112,10 +155,11 @@ mod tests {
         let mut deep = Vec::new();
         for i in 0..16 {
             let now = s.next_due().unwrap();
-            if s.due(now)[0].1 {
+            let is_deep = s.due(now)[0].1;
+            if is_deep {
                 deep.push(i);
             }
-            s.looked(1, now, Duration::ZERO);
+            s.looked(1, now, Duration::ZERO, is_deep);
         }
         assert_eq!(deep, [7, 15]);
     }
@@ -125,7 +169,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Sampler::default();
         s.watch(1, t0);
-        s.looked(1, t0, ms(20));
+        s.looked(1, t0, ms(20), false);
         assert_eq!(s.next_due(), Some(t0 + ms(200)), "ten times the cost");
         s.look_now(1, t0 + ms(5));
         assert_eq!(s.next_due(), Some(t0 + ms(5)), "a signal asks for a look at once");
