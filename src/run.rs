@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use crate::cli::{Balance, OnOff, RunArgs};
 use crate::core;
+use crate::driver::handoff::{DriverState, Handoff};
 use crate::driver::{self, Service};
 use crate::protocol::activation;
 use crate::sys::control::{self, BindError};
@@ -16,7 +17,7 @@ use crate::sys::process;
 use crate::sys::sockets::{self, ListenError, SocketOptions, Sockets};
 use crate::sys::spawn::{Intercept, SpawnError, Spawner, resolve_program};
 use crate::sys::upstream::UpstreamSocket;
-use crate::sys::{claims, preload};
+use crate::sys::{claims, preload, reexec};
 
 /// Anything that stops hotswap from starting: bad input, exit code 2.
 #[derive(Debug, Error)]
@@ -44,7 +45,16 @@ pub enum StartError {
 /// Runs the service; returns hotswap's exit code.
 pub fn run(args: RunArgs) -> i32 {
     let mut cleanup = Cleanup::default();
-    match start(args, &mut cleanup) {
+    let resumed = match reexec::take().map(resume) {
+        None => None,
+        Some(Ok(handoff)) => Some(handoff),
+        Some(Err(e)) => {
+            // The children run on, unsupervised: nothing better is left.
+            let _ = writeln!(std::io::stderr(), "hotswap: cannot resume after USR2: {e}");
+            return 1;
+        }
+    };
+    match start(args, &mut cleanup, resumed) {
         Ok(code) => code,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "hotswap: {e}");
@@ -53,18 +63,47 @@ pub fn run(args: RunArgs) -> i32 {
     }
 }
 
-fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
+/// The state a USR2 handed over; when this binary cannot read it, the
+/// previous binary runs again on it (and this returns only if that fails).
+fn resume(taken: std::io::Result<reexec::Resume>) -> Result<Handoff, String> {
+    let resume = taken.map_err(|e| e.to_string())?;
+    Handoff::parse(&resume.state).map_err(|e| {
+        tracing::error!("USR2: cannot resume ({e}): the previous binary takes it back");
+        format!("{e}; the previous binary: {}", resume.fall_back())
+    })
+}
+
+/// What a fresh start opens, and a resumed one is handed.
+struct Opened {
+    sockets: Sockets,
+    control: std::os::unix::net::UnixListener,
+    claims: Option<std::os::unix::net::UnixListener>,
+    notify_dir: PathBuf,
+    binary: PathBuf,
+    driver: Option<DriverState>,
+}
+
+fn start(
+    args: RunArgs,
+    cleanup: &mut Cleanup,
+    resumed: Option<Handoff>,
+) -> Result<i32, StartError> {
     let cwd = match &args.chdir {
-        Some(dir) if !dir.is_dir() => return Err(StartError::NoDirectory(dir.clone())),
+        Some(dir) if !dir.is_dir() && resumed.is_none() => {
+            return Err(StartError::NoDirectory(dir.clone()));
+        }
         Some(dir) => Some(dir.clone()),
         None => pwd(),
     };
     let Some(program) = args.command.first() else { return Err(StartError::NoCommand) };
-    if let Some(missing) = args.watch.iter().find(|p| !p.exists()) {
-        return Err(StartError::NoWatchPath(missing.clone()));
+    // A resumed hotswap checks nothing that changed since: its children run.
+    if resumed.is_none() {
+        if let Some(missing) = args.watch.iter().find(|p| !p.exists()) {
+            return Err(StartError::NoWatchPath(missing.clone()));
+        }
+        resolve_program(program, cwd.as_deref())?;
     }
-    resolve_program(program, cwd.as_deref())?;
-    let name = match args.name {
+    let name = match args.name.clone() {
         Some(name) => name,
         None => Path::new(program)
             .file_name()
@@ -75,15 +114,7 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
         return Err(StartError::BadName(name));
     }
 
-    // The sockets come first, so they sit at fds 3.. before anything else opens an fd.
-    let var = |k: &str| std::env::var(k).ok();
-    let inherited = activation::parse_inherited(
-        var("LISTEN_PID").as_deref(),
-        var("LISTEN_FDS").as_deref(),
-        var("LISTEN_FDNAMES").as_deref(),
-        std::process::id(),
-    )
-    .map_err(StartError::Activation)?;
+    let control_path = args.control.clone().unwrap_or_else(|| paths::control_socket(&name));
     let options = SocketOptions {
         slots: match args.balance {
             Balance::Shared => 1,
@@ -94,33 +125,22 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
         // The documented default, applied explicitly: bind() alone gives 0777 & ~umask.
         socket_mode: args.socket_mode.unwrap_or(0o666 & !process::umask()),
     };
-    let listeners = sockets::open_all(&inherited, &args.listen, options)?;
-    cleanup.files.extend(listeners.iter().filter_map(|l| l.created_file.clone()));
-
-    process::become_subreaper().map_err(|e| StartError::Io("PR_SET_CHILD_SUBREAPER".into(), e))?;
-    process::ignore_unused_signals().map_err(|e| StartError::Io("signals".into(), e))?;
-    let runtime_dir = paths::prepare_runtime_dir()
-        .map_err(|e| StartError::Io(paths::runtime_dir().display().to_string(), e))?;
-    for stale in paths::clean_stale(&runtime_dir) {
-        tracing::info!("removed {}, left by a hotswap that is gone", stale.display());
-    }
-    let control_path = args.control.unwrap_or_else(|| paths::control_socket(&name));
-    let control_socket = control::bind(&control_path)?;
-    cleanup.files.push(control_path);
-    let notify_dir = notify_dir(&name)?;
-    cleanup.dirs.push(notify_dir.clone());
-    let (intercept, claims) = match args.intercept_bind {
-        OnOff::On => match start_claims(&name) {
-            Ok((intercept, listener)) => (Some(intercept), Some(listener)),
+    let opened = match resumed {
+        None => open_fresh(&args, &name, &control_path, options, cleanup)?,
+        Some(handoff) => take_back(handoff, &control_path, cleanup)?,
+    };
+    let intercept = match (&opened.claims, args.intercept_bind) {
+        (Some(_), OnOff::On) => match install_preload(&name) {
+            Ok(intercept) => Some(intercept),
             Err(e) => {
                 tracing::warn!(
                     "no bind() interception: {e}; apps that bind their own port will meet \
                      EADDRINUSE at the next reload"
                 );
-                (None, None)
+                None
             }
         },
-        OnOff::Off => (None, None),
+        _ => None,
     };
     if let Some(path) = &args.pid_file {
         write_pid_file(path).map_err(|e| StartError::Io(path.display().to_string(), e))?;
@@ -135,19 +155,9 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
             }
         });
 
-    for l in &listeners {
-        let (Some(index), Some(passed)) = (l.listen_index, &l.passed) else { continue };
-        let fd = activation::FIRST_FD + index as i32;
-        match l.slot {
-            None => tracing::info!("fd {fd}: {} ({})", l.local, passed.name),
-            Some(slot) => {
-                tracing::info!("fd {fd} of instance {slot}: {} ({})", l.local, passed.name)
-            }
-        }
-    }
-    let sockets = Sockets::new(listeners);
     let service = Service {
         name,
+        binary: opened.binary,
         core: core::Config {
             instances: args.instances,
             ready_timeout: args.ready_timeout,
@@ -171,18 +181,124 @@ fn start(args: RunArgs, cleanup: &mut Cleanup) -> Result<i32, StartError> {
         },
         max_memory: args.max_memory,
         watch: args.watch,
-        sockets,
-        claims,
+        sockets: opened.sockets,
+        claims: opened.claims,
         socket_options: options,
-        notify_dir,
-        control: Some(control_socket),
+        notify_dir: opened.notify_dir,
+        control: Some(opened.control),
         upstream,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| StartError::Io("tokio runtime".into(), e))?;
-    runtime.block_on(driver::run(service)).map_err(|e| StartError::Io("event loop".into(), e))
+    runtime
+        .block_on(driver::run(service, opened.driver))
+        .map_err(|e| StartError::Io("event loop".into(), e))
+}
+
+/// A fresh start: the sockets (at fds 3..), the runtime directory, the
+/// control socket, the notify directory, the claim socket.
+fn open_fresh(
+    args: &RunArgs,
+    name: &str,
+    control_path: &Path,
+    options: SocketOptions,
+    cleanup: &mut Cleanup,
+) -> Result<Opened, StartError> {
+    // The sockets come first, so they sit at fds 3.. before anything else opens an fd.
+    let var = |k: &str| std::env::var(k).ok();
+    let inherited = activation::parse_inherited(
+        var("LISTEN_PID").as_deref(),
+        var("LISTEN_FDS").as_deref(),
+        var("LISTEN_FDNAMES").as_deref(),
+        std::process::id(),
+    )
+    .map_err(StartError::Activation)?;
+    let listeners = sockets::open_all(&inherited, &args.listen, options)?;
+    cleanup.files.extend(listeners.iter().filter_map(|l| l.created_file.clone()));
+    prepare_process()?;
+    let runtime_dir = paths::prepare_runtime_dir()
+        .map_err(|e| StartError::Io(paths::runtime_dir().display().to_string(), e))?;
+    for stale in paths::clean_stale(&runtime_dir) {
+        tracing::info!("removed {}, left by a hotswap that is gone", stale.display());
+    }
+    let control = control::bind(control_path)?;
+    cleanup.files.push(control_path.to_path_buf());
+    let notify_dir = notify_dir(name)?;
+    cleanup.dirs.push(notify_dir.clone());
+    let claims = match args.intercept_bind {
+        OnOff::On => match claims::listen_on(&paths::claim_socket(name, std::process::id())) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::warn!(
+                    "no bind() interception: claim socket: {e}; apps that bind their own port \
+                     will meet EADDRINUSE at the next reload"
+                );
+                None
+            }
+        },
+        OnOff::Off => None,
+    };
+    // Once nothing can fail any more: bad input is one line.
+    for l in &listeners {
+        let (Some(index), Some(passed)) = (l.listen_index, &l.passed) else { continue };
+        let fd = activation::FIRST_FD + index as i32;
+        match l.slot {
+            None => tracing::info!("fd {fd}: {} ({})", l.local, passed.name),
+            Some(slot) => {
+                tracing::info!("fd {fd} of instance {slot}: {} ({})", l.local, passed.name)
+            }
+        }
+    }
+    // Where USR2 finds the binary, however it is replaced meanwhile.
+    let binary = std::env::current_exe()
+        .map_err(|e| StartError::Io("the path of hotswap's own binary".into(), e))?;
+    Ok(Opened {
+        sockets: Sockets::new(listeners),
+        control,
+        claims,
+        notify_dir,
+        binary,
+        driver: None,
+    })
+}
+
+/// After a USR2: everything the previous process handed over, at the fds
+/// it left open. Every other inherited fd is closed at the next exec.
+fn take_back(
+    handoff: Handoff,
+    control_path: &Path,
+    cleanup: &mut Cleanup,
+) -> Result<Opened, StartError> {
+    let io = |what: &str, e| StartError::Io(format!("resuming after USR2: {what}"), e);
+    prepare_process()?;
+    let sockets = Sockets::take_back(handoff.sockets).map_err(|e| io("sockets", e))?;
+    cleanup.files.extend(sockets.iter().filter_map(|l| l.created_file.clone()));
+    cleanup.files.push(control_path.to_path_buf());
+    cleanup.dirs.push(handoff.notify_dir.clone());
+    let control = match handoff.control {
+        Some(fd) => reexec::take_back_listener(fd).map_err(|e| io("control socket", e))?,
+        None => return Err(io("control socket", std::io::Error::other("not handed over"))),
+    };
+    let claims = match handoff.claims {
+        Some(fd) => Some(reexec::take_back_listener(fd).map_err(|e| io("claim socket", e))?),
+        None => None,
+    };
+    Ok(Opened {
+        sockets,
+        control,
+        claims,
+        notify_dir: handoff.notify_dir,
+        binary: handoff.binary,
+        driver: Some(handoff.driver),
+    })
+}
+
+/// Subreaper, and the unused signals ignored.
+fn prepare_process() -> Result<(), StartError> {
+    process::become_subreaper().map_err(|e| StartError::Io("PR_SET_CHILD_SUBREAPER".into(), e))?;
+    process::ignore_unused_signals().map_err(|e| StartError::Io("signals".into(), e))
 }
 
 /// The longest notify socket name, `<generation>.<instance>.<n>`, with room to spare.
@@ -207,15 +323,13 @@ fn notify_dir(name: &str) -> Result<PathBuf, StartError> {
     Ok(short)
 }
 
-/// The preload library's file and the claim socket children ask.
-fn start_claims(name: &str) -> std::io::Result<(Intercept, std::os::unix::net::UnixListener)> {
+/// The preload library's file, and how children find the claim socket.
+fn install_preload(name: &str) -> std::io::Result<Intercept> {
     let dir = paths::preload_dir();
     let library = preload::install(&dir)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     let claim = paths::claim_socket(name, std::process::id());
-    let listener = claims::listen_on(&claim)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("claim socket @{claim}: {e}")))?;
-    Ok((Intercept { library, claim: format!("@{claim}") }, listener))
+    Ok(Intercept { library, claim: format!("@{claim}") })
 }
 
 /// `$PWD` as the user sees it (through symlinks), when it is where we are.

@@ -5,6 +5,7 @@
 //! `now`; work goes out as `Action`s for the driver to perform.
 #![warn(missing_docs)]
 
+mod handoff;
 mod supervisor;
 mod timers;
 mod types;

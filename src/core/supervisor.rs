@@ -18,6 +18,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
+use super::handoff::{self, Stamp, stamp};
 use super::timers::{Timer, Timers};
 use super::types::*;
 use super::waiters::Waiters;
@@ -29,7 +32,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// What the service as a whole is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Mode {
     /// Generations start, serve and retire. `reload_pending`: a reload asked
     /// for while a generation was starting runs once that one ends.
@@ -45,19 +48,23 @@ enum Mode {
 }
 
 /// Where a generation is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum GenPhase {
     /// Spawned; waiting for every instance to be ready (`Timer::ReadyTimeout`).
     Starting,
     /// The generation that serves. At most one.
     Serving,
     /// Told to stop (replaced, failed, or hotswap stopping); gone when its last child is.
-    Retiring { since: Instant },
+    Retiring {
+        #[serde(with = "stamp")]
+        since: Instant,
+    },
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Generation {
     phase: GenPhase,
+    #[serde(with = "stamp")]
     started_at: Instant,
     /// Restart counts per instance, for the backoff.
     restarts: BTreeMap<u32, u32>,
@@ -70,7 +77,7 @@ struct Generation {
 }
 
 /// Where a child is in its life (deadlines live in the timer table).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChildPhase {
     /// Spawned, not ready yet.
     Starting,
@@ -82,10 +89,11 @@ pub enum ChildPhase {
     Killed,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Child {
     generation: GenId,
     instance: u32,
+    #[serde(with = "stamp")]
     started_at: Instant,
     phase: ChildPhase,
     status: Option<String>,
@@ -102,7 +110,7 @@ struct Child {
 }
 
 /// The last reload's result, for `hotswap status`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastReload {
     /// The generation the reload started.
     pub generation: GenId,
@@ -175,6 +183,21 @@ impl Snapshot {
     }
 }
 
+/// Everything the supervisor knows, to hand over across a re-exec of hotswap
+/// (`Supervisor::export`, `Supervisor::import`).
+#[derive(Serialize, Deserialize)]
+struct State {
+    mode: Mode,
+    generations: BTreeMap<GenId, Generation>,
+    children: BTreeMap<Pid, Child>,
+    timers: Vec<(Timer, Stamp)>,
+    next_generation: GenId,
+    last_reload: Option<LastReload>,
+    warned: BTreeSet<String>,
+    sockets_broken: Option<(String, Stamp)>,
+    replacing: Vec<((GenId, u32), Pid)>,
+}
+
 /// The supervisor of one service: see the module documentation.
 pub struct Supervisor {
     config: Config,
@@ -218,6 +241,68 @@ impl Supervisor {
         };
         sup.start_generation(now);
         sup
+    }
+
+    /// Whether nothing is under way that cannot cross a re-exec of hotswap:
+    /// no generation or child starting, no `reload --wait` client waiting, no
+    /// action left to take. Draining children, restarts and other timers do cross.
+    pub fn is_quiet(&self) -> bool {
+        self.actions.is_empty()
+            && self.waiters.is_empty()
+            && self.starting().is_none()
+            && self.replacing.is_empty()
+            && !matches!(self.mode, Mode::Stopping { .. })
+            && !self.children.values().any(|c| c.phase == ChildPhase::Starting)
+    }
+
+    /// The state, as JSON, with every instant as its offset from `now`.
+    /// Call only when `is_quiet`.
+    pub fn export(&self, now: Instant) -> String {
+        let state = State {
+            mode: self.mode,
+            generations: self.generations.iter().map(|(&id, g)| (id, g.clone())).collect(),
+            children: self.children.iter().map(|(&pid, c)| (pid, c.clone())).collect(),
+            timers: self.timers.all().into_iter().map(|(t, at)| (t, Stamp(at))).collect(),
+            next_generation: self.next_generation,
+            last_reload: self.last_reload.clone(),
+            warned: self.warned.clone(),
+            sockets_broken: self.sockets_broken.clone().map(|(r, at)| (r, Stamp(at))),
+            replacing: self.replacing.iter().map(|(&k, &v)| (k, v)).collect(),
+        };
+        handoff::at(now, || serde_json::to_string(&state).expect("the state serializes"))
+    }
+
+    /// The supervisor `export` described, under `config`. `exported_at` is
+    /// the moment of the export on this process's clock (the driver measures
+    /// it on `CLOCK_MONOTONIC`, which an exec does not reset), so every
+    /// deadline stays where it was.
+    ///
+    /// # Errors
+    /// The text is not an export of this version of hotswap.
+    pub fn import(
+        config: Config,
+        exported: &str,
+        exported_at: Instant,
+    ) -> Result<Self, serde_json::Error> {
+        let state: State = handoff::at(exported_at, || serde_json::from_str(exported))?;
+        let mut timers = Timers::default();
+        for (timer, Stamp(at)) in state.timers {
+            timers.set(timer, at);
+        }
+        Ok(Supervisor {
+            config,
+            mode: state.mode,
+            generations: state.generations,
+            children: state.children,
+            timers,
+            waiters: Waiters::default(),
+            next_generation: state.next_generation,
+            last_reload: state.last_reload,
+            warned: state.warned,
+            sockets_broken: state.sockets_broken.map(|(r, Stamp(at))| (r, at)),
+            replacing: state.replacing.into_iter().collect(),
+            actions: VecDeque::new(),
+        })
     }
 
     /// Takes one event. Every mode answers every event: the table below has

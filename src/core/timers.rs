@@ -7,7 +7,9 @@ use std::time::Instant;
 use super::types::{GenId, Pid};
 
 /// What a deadline is for. At most one deadline per timer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub(super) enum Timer {
     /// A starting generation must be ready by then (`--ready-timeout`).
     ReadyTimeout(GenId),
@@ -59,6 +61,11 @@ impl Timers {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Every timer and its deadline.
+    pub fn all(&self) -> Vec<(Timer, Instant)> {
+        self.at.iter().map(|(&t, &at)| (t, at)).collect()
     }
 
     /// The earliest deadline, if any.

@@ -12,7 +12,7 @@ pub type GenId = u64;
 pub type WaiterId = u64;
 
 /// How a process ended, as `waitpid` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitStatus {
     /// It called `exit` with this code.
     Exited(i32),
@@ -85,7 +85,7 @@ pub struct Config {
 }
 
 /// How a child was found ready.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Via {
     /// `READY=1` on its `NOTIFY_SOCKET`.
     Notify,
@@ -328,7 +328,7 @@ pub enum Action {
 }
 
 /// Why a generation failed to take over.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FailReason {
     /// A child exited before it was ready.
     Exited {

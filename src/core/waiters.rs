@@ -29,6 +29,11 @@ pub(super) struct Waiters {
 }
 
 impl Waiters {
+    /// Whether no client waits.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// A client that waits for the next generation to start.
     pub fn add(&mut self, id: WaiterId) {
         self.list.push(Waiter { id, stage: Stage::Next });

@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 use std::os::fd::OwnedFd;
 
-use crate::sys::channels::Watch;
+use crate::sys::channels::{self, Watch};
 use crate::sys::process::{self, Pid};
 use crate::sys::spawn;
 
@@ -66,6 +66,17 @@ pub enum Reaped {
     Other,
 }
 
+/// A child as a re-exec of hotswap hands it over (DESIGN.md §2, USR2).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Handed {
+    /// The child.
+    pub pid: Pid,
+    /// It was sent the stop signal.
+    pub retiring: bool,
+    /// Its readiness channels, still open.
+    pub channels: Option<channels::Handed>,
+}
+
 /// Every child's I/O, by pid, and every running probe's child.
 #[derive(Default)]
 pub struct Children {
@@ -84,6 +95,31 @@ impl Children {
             exec_report: Some(exec_report),
         };
         self.by_pid.insert(pid, io);
+    }
+
+    /// What a re-exec of hotswap hands over. Only when no child starts:
+    /// probes and exec reports do not cross.
+    pub fn hand_over(&self) -> Vec<Handed> {
+        let channels = |io: &ChildIo| io._channels.as_ref().map(|w| w.hand_over().clone());
+        let handed = |(&pid, io): (&Pid, &ChildIo)| Handed {
+            pid,
+            retiring: io.retiring,
+            channels: channels(io),
+        };
+        self.by_pid.iter().map(handed).collect()
+    }
+
+    /// A child the previous hotswap process handed over.
+    pub fn take_back(&mut self, pid: Pid, retiring: bool, channels: Option<Watch>) {
+        let io = ChildIo { _channels: channels, probe: Probe::Idle, retiring, exec_report: None };
+        self.by_pid.insert(pid, io);
+    }
+
+    /// Whether `child` runs its own program (not hotswap's fork of itself
+    /// any more). False when unknown: a handed-over child is not asked.
+    pub fn exec_done(&self, child: Pid) -> bool {
+        let report = self.by_pid.get(&child).and_then(|io| io.exec_report.as_ref());
+        report.is_some_and(spawn::exec_done)
     }
 
     /// `child` was sent the stop signal.

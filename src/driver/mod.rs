@@ -3,11 +3,10 @@
 //! core's `Action`s through `sys`. No policy lives here.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
@@ -19,7 +18,7 @@ use crate::core::{
 use crate::protocol::claim::BindAddr;
 use crate::protocol::control::{ReloadResult, Reply, Request};
 use crate::protocol::notify;
-use crate::sys::channels::{self, Channel, Channels, Heard, Offer};
+use crate::sys::channels::{self, Channel, Channels, Heard, Offer, Watch};
 use crate::sys::control::ControlRequest;
 use crate::sys::process::{self, Exit};
 use crate::sys::procfs::{self, Watched};
@@ -30,11 +29,15 @@ use crate::sys::upstream::{UpstreamSocket, monotonic_usec};
 
 mod children;
 mod claims;
+pub mod handoff;
 mod sampler;
+mod signals;
 mod status;
 
 use children::{Children, Reaped};
+use handoff::{DriverState, Handoff};
 use sampler::Sampler;
+use signals::{Caught, Signals};
 
 /// A child is checked for the bind shim once the loader has surely run.
 const SHIM_GRACE: Duration = Duration::from_millis(20);
@@ -51,6 +54,8 @@ const PROBE_RETRY: Duration = Duration::from_millis(250);
 /// Everything the driver needs to run one service.
 pub struct Service {
     pub name: String,
+    /// The path hotswap was first started from: USR2 executes it.
+    pub binary: PathBuf,
     pub core: core::Config,
     pub ready: ReadyMode,
     pub spawner: Spawner,
@@ -91,25 +96,40 @@ struct Driver {
     /// Programs already named for running without the bind shim.
     unshimmed: std::collections::BTreeSet<String>,
     exit: Option<i32>,
+    /// The control and claim sockets' fds (tokio owns them), for a re-exec.
+    control_fd: Option<RawFd>,
+    claims_fd: Option<RawFd>,
 }
 
 /// Runs the service until hotswap should exit; returns the exit code.
-pub async fn run(mut service: Service) -> std::io::Result<i32> {
+/// `resumed`: this process is a re-exec of hotswap (USR2) and goes on
+/// from where the previous one was.
+pub async fn run(mut service: Service, resumed: Option<DriverState>) -> std::io::Result<i32> {
     // Signal handlers first: nothing may exit or ask for a reload unheard.
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut quit = signal(SignalKind::quit())?;
-    let mut chld = signal(SignalKind::child())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut winch = signal(SignalKind::window_change())?;
-    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut signals = Signals::install()?;
+    // Before the unblock, so that its thread blocks the handled signals for
+    // good: one delivered there could be lost by a re-exec (USR2).
+    let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
+    let _watch = match service.watch.as_slice() {
+        [] => None,
+        paths => match crate::sys::watch::watch(paths, changed_tx) {
+            Ok(watch) => Some(watch),
+            // After a USR2 the children run: a path gone since start is no reason to stop.
+            Err(e) if resumed.is_some() => {
+                tracing::warn!("--watch: {e}; changes no longer reload");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+    };
     // Handlers exist: what arrived since hotswap's first instruction is delivered now.
     process::unblock_all_signals()?;
 
     let (heard, mut heard_rx) = mpsc::unbounded_channel();
     let (probe_due, mut probe_due_rx) = mpsc::unbounded_channel();
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let control_fd = service.control.as_ref().map(|l| l.as_raw_fd());
+    let claims_fd = service.claims.as_ref().map(|l| l.as_raw_fd());
     if let Some(listener) = service.control.take() {
         tokio::spawn(crate::sys::control::serve(
             tokio::net::UnixListener::from_std(listener)?,
@@ -123,14 +143,8 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
     // At most once a second, and only with --max-memory (never at steady state otherwise).
     let mut memory_tick = tokio::time::interval(MEMORY_EVERY);
     memory_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
-    let _watch = match service.watch.as_slice() {
-        [] => None,
-        paths => Some(crate::sys::watch::watch(paths, changed_tx)?),
-    };
     // A burst of writes (an editor saving, a build) is one reload, once quiet.
     let mut quiet_at: Option<Instant> = None;
-    let mut sup = Supervisor::new(service.core.clone(), Instant::now());
     let mut driver = Driver {
         service,
         started_at: SystemTime::now(),
@@ -146,31 +160,50 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
         lingering: HashMap::new(),
         unshimmed: Default::default(),
         exit: None,
+        control_fd,
+        claims_fd,
     };
+    let mut sup = match resumed {
+        None => Supervisor::new(driver.service.core.clone(), Instant::now()),
+        Some(state) => driver.take_back(state)?,
+    };
+    // USR2 asked for a re-exec: it happens once nothing is under way.
+    let mut reexec_wanted = false;
 
     loop {
         driver.perform_all(&mut sup);
         if let Some(code) = driver.exit {
             return Ok(code);
         }
+        if reexec_wanted && sup.is_quiet() {
+            // Signals that arrive from here on wait, blocked, for the next
+            // binary. Those already caught, and requests already read, are
+            // taken first: the runtime gets one turn to see them all.
+            process::block_handled_signals()?;
+            tokio::task::yield_now().await;
+            let caught = signals.caught_now();
+            let queued = !heard_rx.is_empty() || !control_rx.is_empty() || !claim_rx.is_empty();
+            if caught.is_none() && !queued {
+                reexec_wanted = false;
+                let e = driver.reexec(&sup);
+                tracing::warn!(
+                    "USR2: cannot execute {}: {e}; this hotswap goes on running",
+                    driver.service.binary.display()
+                );
+            }
+            process::unblock_all_signals()?;
+            if let Some(caught) = caught {
+                if let Some(event) = driver.on_signal(&mut sup, caught, &mut reexec_wanted) {
+                    sup.handle(Instant::now(), event);
+                }
+                continue;
+            }
+        }
         let deadline = sup.poll_timeout();
         let look = driver.sampler.next_due();
         let measure = driver.service.max_memory.is_some();
         let event = tokio::select! {
-            _ = hup.recv() => Some(Event::Reload { waiter: None }),
-            _ = term.recv() => Some(Event::Stop { graceful: true }),
-            _ = int.recv() => Some(Event::Stop { graceful: true }),
-            _ = quit.recv() => Some(Event::Stop { graceful: false }),
-            _ = usr1.recv() => Some(Event::Forward { signal: libc::SIGUSR1 }),
-            _ = winch.recv() => Some(Event::Forward { signal: libc::SIGWINCH }),
-            _ = usr2.recv() => {
-                tracing::warn!("USR2 ignored: this hotswap cannot re-execute itself");
-                None
-            }
-            _ = chld.recv() => {
-                driver.reap(&mut sup);
-                None
-            }
+            caught = signals.next() => driver.on_signal(&mut sup, caught, &mut reexec_wanted),
             _ = sleep_until(look.unwrap_or_else(Instant::now).into()), if look.is_some() => {
                 driver.look(&mut sup);
                 None
@@ -223,6 +256,33 @@ pub async fn run(mut service: Service) -> std::io::Result<i32> {
 }
 
 impl Driver {
+    /// What a handled signal means (DESIGN.md §2).
+    fn on_signal(
+        &mut self,
+        sup: &mut Supervisor,
+        caught: Caught,
+        reexec: &mut bool,
+    ) -> Option<Event> {
+        match caught {
+            Caught::Hup => Some(Event::Reload { waiter: None }),
+            Caught::Term | Caught::Int => Some(Event::Stop { graceful: true }),
+            Caught::Quit => Some(Event::Stop { graceful: false }),
+            Caught::Usr1 => Some(Event::Forward { signal: libc::SIGUSR1 }),
+            Caught::Winch => Some(Event::Forward { signal: libc::SIGWINCH }),
+            Caught::Usr2 => {
+                if !sup.is_quiet() && !*reexec {
+                    tracing::info!("USR2: re-executing once the reload under way is over");
+                }
+                *reexec = !sup.is_stopping();
+                None
+            }
+            Caught::Chld => {
+                self.reap(sup);
+                None
+            }
+        }
+    }
+
     fn perform_all(&mut self, sup: &mut Supervisor) {
         while let Some(action) = sup.poll_action() {
             self.perform(sup, action);
@@ -437,8 +497,10 @@ impl Driver {
     /// (statically linked, or setuid: the loader drops `LD_PRELOAD`).
     fn check_shim(&mut self, pid: Pid, now: Instant, sup: &Supervisor) {
         let Some(intercept) = &self.service.spawner.intercept else { return };
+        // Before its exec, a child is hotswap's own fork, without the shim.
         let old_enough = sup.started_at(pid).is_some_and(|at| now.duration_since(at) >= SHIM_GRACE);
-        if !old_enough || procfs::preload_loaded(pid, &intercept.library) != Some(false) {
+        let executed = old_enough && self.children.exec_done(pid);
+        if !executed || procfs::preload_loaded(pid, &intercept.library) != Some(false) {
             return;
         }
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -571,6 +633,66 @@ impl Driver {
         for socket in self.service.sockets.reset_nonblocking(|id| held.contains(&id.ino)) {
             tracing::debug!("{socket}: blocking again (no child holds it)");
         }
+    }
+
+    /// USR2: executes hotswap's binary in this process, handing over the
+    /// state and the fds. Returns only if the exec failed.
+    fn reexec(&self, sup: &Supervisor) -> std::io::Error {
+        let binary = &self.service.binary;
+        tracing::info!("USR2: executing {} (pid {} stays)", binary.display(), std::process::id());
+        let state = DriverState::new(
+            |now| sup.export(now),
+            self.children.hand_over(),
+            self.tracker.clone(),
+            self.lingering.iter().map(|(&pid, &status)| (pid, status)).collect(),
+            self.spawned,
+        );
+        let handoff = Handoff::new(
+            binary.clone(),
+            self.service.sockets.hand_over(),
+            self.control_fd,
+            self.claims_fd,
+            self.service.notify_dir.clone(),
+            state,
+        );
+        crate::sys::reexec::reexec(binary, &handoff.to_bytes(), &handoff.fds())
+    }
+
+    /// In a re-executed hotswap: takes back the children and the
+    /// supervisor the previous process handed over, and reaps what exited
+    /// meanwhile.
+    fn take_back(&mut self, state: DriverState) -> std::io::Result<Supervisor> {
+        let exported_at = state.exported_at();
+        let mut sup = Supervisor::import(self.service.core.clone(), &state.supervisor, exported_at)
+            .map_err(|e| std::io::Error::other(format!("the supervisor's state: {e}")))?;
+        self.tracker = state.tracker;
+        self.lingering = state.lingering.into_iter().collect();
+        self.spawned = state.spawned;
+        for child in state.children {
+            let pid = child.pid;
+            let watch = child.channels.and_then(|handed| {
+                Watch::take_back(handed, pid, self.uid, self.heard.clone())
+                    .inspect_err(|e| tracing::warn!("readiness channels of pid {pid}: {e}"))
+                    .ok()
+            });
+            self.children.take_back(child.pid, child.retiring, watch);
+        }
+        let serving = sup.snapshot();
+        tracing::info!(
+            "resumed: gen {} serving (pids {}), {} child(ren) in all",
+            serving.serving().map_or("-".to_string(), |g| g.to_string()),
+            core::fmt_pids(
+                &serving
+                    .children
+                    .iter()
+                    .filter(|c| Some(c.generation) == serving.serving())
+                    .map(|c| c.pid)
+                    .collect::<Vec<_>>()
+            ),
+            serving.children.len()
+        );
+        self.reap(&mut sup);
+        Ok(sup)
     }
 
     fn tell_systemd(&self, message: Upstream) {

@@ -36,7 +36,7 @@ pub fn build(service: &Service, started_at: SystemTime, snapshot: &Snapshot) -> 
         name: service.name.clone(),
         pid: std::process::id(),
         started_at: started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
-        binary: std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+        binary: service.binary.display().to_string(),
         sockets: sockets
             .iter()
             .map(|o| SocketStatus {

@@ -36,7 +36,7 @@ pub fn inheritable(
 }
 
 /// A passed socket as the child's environment describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PassedSocket {
     /// For `LISTEN_FDNAMES`; `unknown` when the user gave none, as systemd does.
     pub name: String,

@@ -3,7 +3,7 @@
 //! small task that reports what it hears as a [`Heard`] for that child.
 
 use std::io::{self, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram as StdDatagram;
 use std::path::{Path, PathBuf};
 
@@ -84,7 +84,6 @@ impl Channels {
             let socket = StdDatagram::bind(&path)?;
             // Ask for each sender's credentials: the only way to attribute a datagram.
             setsockopt(&socket, sockopt::PassCred, &true)?;
-            socket.set_nonblocking(true)?;
             channels.env.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
             channels.notify = Some((socket, path));
         }
@@ -124,24 +123,24 @@ impl Channels {
     /// Once `child` runs: closes its ends here and starts listening to it.
     pub fn watch(self, child: Pid, child_uid: u32, events: Reports) -> io::Result<Watch> {
         drop(self.child_ends);
-        let mut tasks = Vec::new();
-        let mut notify_path = None;
-        if let Some((socket, path)) = self.notify {
-            let socket = tokio::net::UnixDatagram::from_std(socket)?;
-            tasks.push(tokio::spawn(read_notify(socket, child, child_uid, events.clone())));
-            notify_path = Some(path);
-        }
-        if let Some(read) = self.ready_pipe {
-            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
-            tasks.push(tokio::spawn(read_ready_pipe(pipe, child, events.clone())));
-        }
-        if let Some(ours) = self.ipc {
-            let stream = std::os::unix::net::UnixStream::from(ours);
-            stream.set_nonblocking(true)?;
-            let stream = tokio::net::UnixStream::from_std(stream)?;
-            tasks.push(tokio::spawn(read_ipc(stream, child, events)));
-        }
-        Ok(Watch { tasks, notify_path })
+        let ipc = self.ipc.map(std::os::unix::net::UnixStream::from);
+        Watch::start(self.notify, self.ready_pipe, ipc, child, child_uid, events)
+    }
+}
+
+/// A child's channels as a re-exec of hotswap hands them over: fds that
+/// stay open across the exec.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Handed {
+    notify: Option<(RawFd, PathBuf)>,
+    ready_pipe: Option<RawFd>,
+    ipc: Option<RawFd>,
+}
+
+impl Handed {
+    /// The fds that must stay open across the exec.
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.notify.iter().map(|n| n.0).chain(self.ready_pipe).chain(self.ipc).collect()
     }
 }
 
@@ -149,6 +148,84 @@ impl Channels {
 pub struct Watch {
     tasks: Vec<JoinHandle<()>>,
     notify_path: Option<PathBuf>,
+    /// Duplicates of the channels' fds, open as long as the watch (a reader
+    /// closes its own at end of file), for a re-exec of hotswap.
+    _kept: Vec<OwnedFd>,
+    /// The duplicates' numbers.
+    handed: Handed,
+}
+
+impl Watch {
+    fn start(
+        notify: Option<(StdDatagram, PathBuf)>,
+        ready_pipe: Option<OwnedFd>,
+        ipc: Option<std::os::unix::net::UnixStream>,
+        child: Pid,
+        child_uid: u32,
+        events: Reports,
+    ) -> io::Result<Watch> {
+        let mut kept = Vec::new();
+        let mut keep = |fd: BorrowedFd<'_>| -> io::Result<RawFd> {
+            let dup = fd.try_clone_to_owned()?;
+            let number = dup.as_raw_fd();
+            kept.push(dup);
+            Ok(number)
+        };
+        let handed = Handed {
+            notify: match &notify {
+                Some((socket, path)) => Some((keep(socket.as_fd())?, path.clone())),
+                None => None,
+            },
+            ready_pipe: ready_pipe.as_ref().map(|fd| keep(fd.as_fd())).transpose()?,
+            ipc: ipc.as_ref().map(|stream| keep(stream.as_fd())).transpose()?,
+        };
+        let mut tasks = Vec::new();
+        let mut notify_path = None;
+        if let Some((socket, path)) = notify {
+            socket.set_nonblocking(true)?;
+            let socket = tokio::net::UnixDatagram::from_std(socket)?;
+            tasks.push(tokio::spawn(read_notify(socket, child, child_uid, events.clone())));
+            notify_path = Some(path);
+        }
+        if let Some(read) = ready_pipe {
+            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
+            tasks.push(tokio::spawn(read_ready_pipe(pipe, child, events.clone())));
+        }
+        if let Some(stream) = ipc {
+            stream.set_nonblocking(true)?;
+            let stream = tokio::net::UnixStream::from_std(stream)?;
+            tasks.push(tokio::spawn(read_ipc(stream, child, events)));
+        }
+        Ok(Watch { tasks, notify_path, _kept: kept, handed })
+    }
+
+    /// What a re-exec of hotswap hands over.
+    pub fn hand_over(&self) -> &Handed {
+        &self.handed
+    }
+
+    /// Listens again, in a re-executed hotswap, to the channels of `child`
+    /// the previous process handed over.
+    ///
+    /// # Errors
+    /// One of the fds is not open.
+    pub fn take_back(
+        handed: Handed,
+        child: Pid,
+        child_uid: u32,
+        events: Reports,
+    ) -> io::Result<Watch> {
+        let notify = match handed.notify {
+            Some((fd, path)) => Some((StdDatagram::from(super::raw::adopt_fd(fd)?), path)),
+            None => None,
+        };
+        let ready_pipe = handed.ready_pipe.map(super::raw::adopt_fd).transpose()?;
+        let ipc = match handed.ipc {
+            Some(fd) => Some(std::os::unix::net::UnixStream::from(super::raw::adopt_fd(fd)?)),
+            None => None,
+        };
+        Watch::start(notify, ready_pipe, ipc, child, child_uid, events)
+    }
 }
 
 impl Drop for Watch {

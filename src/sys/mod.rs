@@ -13,6 +13,7 @@ pub mod preload;
 pub mod process;
 pub mod procfs;
 mod raw;
+pub mod reexec;
 pub mod sockets;
 pub mod spawn;
 pub mod tracking;

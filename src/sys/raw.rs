@@ -8,13 +8,16 @@
 //!    `getppid`, `getpid`, `execve`, `_exit`): no allocation, no formatting,
 //!    no logging, no locks; `fail` reports a failed exec from the child.
 //! 3. `adopt_fd`: takes ownership of an fd nothing else owns yet (systemd's
-//!    `LISTEN_FDS`, one received as `SCM_RIGHTS`, one `accept4` returned).
+//!    `LISTEN_FDS`, one received as `SCM_RIGHTS`, one `accept4` returned,
+//!    one a re-exec of hotswap left open for it).
 //! 4. `pin_fd`: `dup3` onto a chosen fd number.
 //! 5. `cloexec_from`: `close_range(CLOSE_RANGE_CLOEXEC)`, or `fcntl` per fd.
 //! 6. `ignore_signal`: `signal(sig, SIG_IGN)`.
 //! 7. `poll_now`: `poll()` on one fd with no wait, for the event bits nix
 //!    does not name (`POLLRDHUP`).
 //! 8. `replace_fd`: `dup3` of a new file onto an fd number already owned.
+//! 9. `set_inherited`: `fcntl(F_SETFD)` on an fd number a tokio object owns,
+//!    for a re-exec of hotswap.
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, OsString};
@@ -352,7 +355,8 @@ pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: the fd is open, and nothing else in this process owns it: by
     // the LISTEN_FDS protocol (adopted once, at start, before any other code
     // runs), or because the kernel installed it just now for the one caller
-    // (SCM_RIGHTS, accept4), who passes it here at once.
+    // (SCM_RIGHTS, accept4), who passes it here at once; or by the resume
+    // protocol (`sys::reexec`), whose fds are each named once in the state.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -382,6 +386,20 @@ pub fn replace_fd(fd: &OwnedFd, new: OwnedFd) -> io::Result<()> {
     // file at `fd`'s number and puts `new`'s file there, so `fd` keeps
     // owning exactly one open fd; `new` is then dropped (its number closed).
     if unsafe { libc::dup3(new.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets or clears close-on-exec on the open fd `fd`, whoever owns it: a
+/// re-exec of hotswap keeps the fds its successor resumes. Fails with
+/// `EBADF` if it is not open.
+pub fn set_inherited(fd: RawFd, inherit: bool) -> io::Result<()> {
+    let flags = if inherit { 0 } else { libc::FD_CLOEXEC };
+    // SAFETY: F_SETFD only sets the fd's close-on-exec flag; it touches no
+    // memory and cannot close or replace the file, so the Rust object that
+    // owns the fd (a tokio listener, a channel reader) stays valid.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags) } == -1 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

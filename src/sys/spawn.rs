@@ -150,3 +150,12 @@ pub fn spawn_probe(command: &str, child: u32) -> Result<u32, SpawnError> {
 pub fn exec_error(forked_report: &std::os::fd::OwnedFd) -> Option<io::Error> {
     super::raw::exec_error(forked_report)
 }
+
+/// Whether `forked` has executed its program: its end of the report pipe
+/// closed at exec, and no errno came (a failed exec writes one first).
+pub fn exec_done(forked_report: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsFd;
+    let hangup = super::raw::poll_now(forked_report.as_fd(), libc::POLLIN);
+    let Ok(events) = hangup else { return false };
+    events & libc::POLLHUP != 0 && events & libc::POLLIN == 0
+}

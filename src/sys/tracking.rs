@@ -37,7 +37,7 @@ pub struct Placement {
 }
 
 /// What hotswap knows of one child.
-#[derive(Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Tracked {
     generation: u64,
     instance: u32,
@@ -48,14 +48,15 @@ struct Tracked {
 }
 
 /// Where the cgroups go, when hotswap may create them.
-#[derive(Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Cgroups {
     /// `<hotswap's cgroup>/hotswap.<pid>`.
     base: PathBuf,
 }
 
-/// The processes of every child, by child pid.
-#[derive(Debug)]
+/// The processes of every child, by child pid. A re-exec of hotswap hands
+/// it over as it is (it holds no fd).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Tracker {
     cgroups: Option<Cgroups>,
     children: HashMap<Pid, Tracked>,

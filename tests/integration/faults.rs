@@ -112,17 +112,6 @@ fn a_hup_the_moment_the_pid_file_appears_is_a_reload() {
     }
 }
 
-/// USR2 (what unicorn, gunicorn and einhorn users send to upgrade) is logged and ignored.
-#[test]
-fn usr2_does_not_kill_hotswap() {
-    let svc = Service::start(&[], &[&server()], &[]);
-    let child = svc.get().pid().unwrap();
-    svc.hs.signal(Signal::SIGUSR2);
-    svc.hs.wait_for_stderr("USR2 ignored", WAIT);
-    assert_eq!(svc.get().pid(), Some(child), "still serving, same child");
-    assert_eq!(svc.status().pid, svc.hs.pid() as u32);
-}
-
 // ---- 3, 4, 5: everything a generation starts ends with it ----
 
 /// A master that starts its worker with setsid and exits on SIGTERM without stopping it:

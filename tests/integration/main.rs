@@ -16,6 +16,7 @@ mod lifecycle;
 mod load_client;
 mod notify;
 mod readiness;
+mod reexec;
 mod reload;
 mod rollback;
 mod unmodified;

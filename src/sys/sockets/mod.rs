@@ -21,7 +21,7 @@ pub use open::{ListenError, SocketOptions, open_all, remove_stale_socket};
 pub use super::procfs::SocketId;
 
 /// Where an owned socket came from, as `hotswap status` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Origin {
     /// Passed by systemd (hotswap's own `LISTEN_FDS`).
     Systemd,
@@ -155,10 +155,64 @@ pub struct Sockets {
     owned: Vec<Owned>,
 }
 
+/// One owned socket as a re-exec of hotswap hands it over: its fd stays
+/// open across the exec, the rest is read again from the socket.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Handed {
+    fd: RawFd,
+    origin: Origin,
+    passed: Option<PassedSocket>,
+    created_file: Option<PathBuf>,
+    problem: Option<String>,
+    listen_index: Option<usize>,
+    slot: Option<u32>,
+}
+
+impl Handed {
+    /// The fd that must stay open across the exec.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
 impl Sockets {
     /// The sockets opened at start (see [`open_all`]).
     pub fn new(owned: Vec<Owned>) -> Sockets {
         Sockets { owned }
+    }
+
+    /// Every socket, for a re-exec of hotswap.
+    pub fn hand_over(&self) -> Vec<Handed> {
+        self.owned
+            .iter()
+            .map(|o| Handed {
+                fd: o.fd.as_raw_fd(),
+                origin: o.origin,
+                passed: o.passed.clone(),
+                created_file: o.created_file.clone(),
+                problem: o.problem.clone(),
+                listen_index: o.listen_index,
+                slot: o.slot,
+            })
+            .collect()
+    }
+
+    /// The sockets a previous hotswap process handed over, at the same fds.
+    ///
+    /// # Errors
+    /// One of the fds is not an open socket.
+    pub fn take_back(handed: Vec<Handed>) -> io::Result<Sockets> {
+        let mut owned = Vec::new();
+        for h in handed {
+            let fd = super::raw::adopt_fd(h.fd)?;
+            let mut socket = Owned::new(fd, h.origin, h.passed)?;
+            socket.created_file = h.created_file;
+            socket.problem = h.problem;
+            socket.listen_index = h.listen_index;
+            socket.slot = h.slot;
+            owned.push(socket);
+        }
+        Ok(Sockets { owned })
     }
 
     /// Every owned socket.

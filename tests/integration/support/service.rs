@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -62,11 +63,29 @@ impl Service {
     /// [`Service::start`] without waiting for readiness: returns once generation 1 has been
     /// spawned (so the control socket answers) and the socket's address is known.
     pub fn spawn(options: &[&str], command: &[&str], env: &[(&str, &str)]) -> Service {
+        Service::spawn_via(crate::support::hotswap_bin(), options, command, env)
+    }
+
+    /// [`Service::start`] with the hotswap binary at `program` (a copy, say).
+    pub fn start_via(program: PathBuf, options: &[&str], command: &[&str]) -> Service {
+        let svc = Service::spawn_via(program, options, command, &[]);
+        let line = svc.wait_any(0, &["gen 1 ready after ", "gen 1 failed"]);
+        assert!(line.contains("gen 1 ready after "), "generation 1 did not become ready: {line}");
+        svc
+    }
+
+    fn spawn_via(
+        program: PathBuf,
+        options: &[&str],
+        command: &[&str],
+        env: &[(&str, &str)],
+    ) -> Service {
         let mut args = vec!["--control", "{dir}/ctl.sock", "-l", "127.0.0.1:0"];
         args.extend_from_slice(options);
         args.push("--");
         args.extend_from_slice(command);
-        let hs = Hotswap::start(&args, env);
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let hs = crate::support::Launch::via(program, args).env(env).start();
         let ctl = path_str(&hs.dir().join("ctl.sock"));
         // The control socket is bound before the first spawn.
         hs.wait_for_stderr("gen 1 started (pids ", WAIT);

@@ -1,0 +1,145 @@
+//! USR2 (issue 11, DESIGN.md §2): hotswap re-executes the binary at the path it was started
+//! from, keeping its pid, sockets, control socket and children, and the new binary resumes
+//! them. A failed exec, or a new binary that cannot resume, leaves the old one running.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+
+use crate::support::service::*;
+use crate::support::{hotswap_bin, path_str};
+
+/// A copy of hotswap in a private directory, to replace or remove under the running one.
+struct Installed {
+    dir: tempfile::TempDir,
+}
+
+impl Installed {
+    fn new() -> Installed {
+        let installed = Installed { dir: tempfile::tempdir().expect("tempdir") };
+        std::fs::copy(hotswap_bin(), installed.path()).expect("copy hotswap");
+        installed
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("hotswap")
+    }
+
+    /// `cp` + `mv`: a new file (a new inode) at the same path, as a package upgrade does.
+    fn replace_with(&self, binary: &Path) {
+        let new = self.dir.path().join("hotswap.new");
+        std::fs::copy(binary, &new).expect("copy the new binary");
+        std::fs::rename(&new, self.path()).expect("mv over the old one");
+    }
+
+    fn inode(&self) -> u64 {
+        std::fs::metadata(self.path()).expect("stat the binary").ino()
+    }
+}
+
+/// The inode of the binary a process runs.
+fn running_inode(pid: i32) -> u64 {
+    std::fs::metadata(format!("/proc/{pid}/exe")).expect("stat /proc/PID/exe").ino()
+}
+
+fn child_pids(svc: &Service) -> BTreeSet<u32> {
+    svc.status().children.iter().map(|c| c.pid).collect()
+}
+
+/// The wrapper upgrade: under load, the binary file replaced by a new copy, USR2. The same
+/// pid now runs the new file, with the same children and socket; `status` shows the new start
+/// time; no request fails; a later HUP reload works.
+#[test]
+fn usr2_under_load_runs_the_replaced_binary_with_the_same_pid_and_children() {
+    let installed = Installed::new();
+    let svc = Service::start_via(installed.path(), &["-n", "2"], &[&server()]);
+    let before = svc.status();
+    let children = child_pids(&svc);
+    assert_eq!(children.len(), 2, "{before:#?}");
+    let load = svc.load();
+    let ok = wait_for_ok(&load, 0, 100);
+
+    installed.replace_with(&hotswap_bin());
+    assert_ne!(running_inode(svc.hs.pid()), installed.inode(), "still the old file until USR2");
+    let from = svc.hs.stderr().line_count();
+    svc.hs.signal(Signal::SIGUSR2);
+    svc.wait_index(from, "resumed: gen 1 serving");
+    assert_eq!(running_inode(svc.hs.pid()), installed.inode(), "the new file runs");
+    let ok = wait_for_ok(&load, ok, 100);
+
+    let after = svc.status();
+    assert_eq!(after.pid, before.pid, "the same hotswap pid");
+    assert_eq!(child_pids(&svc), children, "the same children: {after:#?}");
+    assert!(after.started_at > before.started_at, "a new start time: {after:#?}");
+    assert_eq!(after.binary, path_str(&installed.path()));
+    assert_eq!(after.sockets, before.sockets, "the same socket");
+    assert_eq!(after.generation, Some(1));
+
+    let switch = svc.hup_and_wait(2, 1);
+    assert_eq!(
+        switch.old_pids.iter().copied().collect::<BTreeSet<_>>(),
+        children,
+        "the resumed hotswap retires the children it took back"
+    );
+    wait_for_ok(&load, ok, 100);
+    let report = load.stop_and_finish();
+    assert_no_failures(&report, "USR2 with a replaced binary, then HUP");
+    assert_eq!(svc.status().generation, Some(2));
+}
+
+/// A USR2 whose binary is gone: hotswap says why and goes on serving and reloading.
+#[test]
+fn usr2_with_the_binary_removed_leaves_hotswap_running_and_says_why() {
+    let installed = Installed::new();
+    let svc = Service::start_via(installed.path(), &[], &[&server()]);
+    let children = child_pids(&svc);
+    std::fs::remove_file(installed.path()).expect("rm the binary");
+    let from = svc.hs.stderr().line_count();
+    svc.hs.signal(Signal::SIGUSR2);
+    let line = svc.wait_any(from, &["USR2: cannot execute "]);
+    assert!(line.contains(&path_str(&installed.path())), "names the path: {line}");
+    assert!(line.contains("No such file or directory"), "says why: {line}");
+    assert_eq!(child_pids(&svc), children);
+    svc.hup_and_wait(2, 1);
+    svc.assert_all_answered_by(2, 3);
+}
+
+/// A HUP sent right behind the USR2 is not lost: whichever process takes it, generation 2
+/// takes over, and the re-exec happens too.
+#[test]
+fn a_hup_right_behind_a_usr2_still_reloads() {
+    let installed = Installed::new();
+    let svc = Service::start_via(installed.path(), &[], &[&server()]);
+    let from = svc.hs.stderr().line_count();
+    svc.hs.signal(Signal::SIGUSR2);
+    svc.hs.signal(Signal::SIGHUP);
+    svc.wait_index(from, "resumed: ");
+    svc.wait_switch(from, 2, 1);
+    svc.assert_all_answered_by(2, 3);
+}
+
+/// A new binary that cannot take over (here: it rejects the arguments the service was started
+/// with) gives the service back to the previous binary, which resumes it: same pid, same child.
+#[test]
+fn a_new_binary_that_cannot_resume_falls_back_to_the_previous_one() {
+    let installed = Installed::new();
+    let svc = Service::start_via(installed.path(), &[], &[&server()]);
+    let children = child_pids(&svc);
+    let real = installed.dir.path().join("hotswap.real");
+    std::fs::copy(hotswap_bin(), &real).expect("copy hotswap");
+    let wrapper = installed.dir.path().join("wrapper");
+    let script = format!("#!/bin/sh\nexec {} --no-such-flag \"$@\"\n", path_str(&real));
+    std::fs::write(&wrapper, script).expect("write the wrapper");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    installed.replace_with(&wrapper);
+    let from = svc.hs.stderr().line_count();
+    svc.hs.signal(Signal::SIGUSR2);
+    svc.wait_index(from, "--no-such-flag");
+    svc.wait_index(from, "resumed: gen 1 serving");
+    assert_eq!(child_pids(&svc), children, "the same child");
+    assert!(svc.hs.marked().iter().all(|&p| children.contains(&(p as u32))));
+    svc.hup_and_wait(2, 1);
+}
