@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
@@ -142,4 +143,30 @@ fn a_new_binary_that_cannot_resume_falls_back_to_the_previous_one() {
     assert_eq!(child_pids(&svc), children, "the same child");
     assert!(svc.hs.marked().iter().all(|&p| children.contains(&(p as u32))));
     svc.hup_and_wait(2, 1);
+}
+
+/// The drain deadline crosses the exec: a generation that ignores SIGTERM, two seconds into
+/// its four-second drain when USR2 arrives, is killed by the new binary at the deadline the
+/// old one set (4s after the TERM), not a drain timeout after the exec (6s after it).
+#[test]
+fn a_drain_deadline_set_before_usr2_is_kept_by_the_new_binary() {
+    let installed = Installed::new();
+    let command = server_by_generation(&[(1, "--ignore-term")], "");
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let svc = Service::start_via(installed.path(), &["--drain-timeout", "4s"], &command);
+    let from = svc.hs.stderr().line_count();
+    svc.hs.signal(Signal::SIGHUP);
+    let retiring = svc.wait_index(from, "gen 1 retiring (pids ");
+    // Not a synchronisation: the scenario is a USR2 that comes midway through the drain.
+    std::thread::sleep(Duration::from_secs(2));
+    svc.hs.signal(Signal::SIGUSR2);
+    let resumed = svc.wait_index(from, "resumed: gen 2 serving");
+    let killing = svc.wait_index(from, "gen 1 pid ");
+    assert!(retiring < resumed && resumed < killing, "killed by the new binary");
+    let lines = svc.hs.stderr().lines();
+    assert!(lines[killing].contains("still running after 4s"), "{}", lines[killing]);
+    let arrived = |i: usize| svc.hs.stderr().arrived(&lines[i]).expect("the line arrived");
+    let waited = arrived(killing) - arrived(retiring);
+    assert!(waited < Duration::from_secs(5), "killed {waited:?} after the TERM");
+    svc.wait_index(killing, "gen 1 gone");
 }
