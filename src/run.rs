@@ -228,7 +228,7 @@ fn open_fresh(
     let notify_dir = notify_dir(name)?;
     cleanup.dirs.push(notify_dir.clone());
     let claims = match args.intercept_bind {
-        OnOff::On => match claims::listen_on(&paths::claim_socket(name, std::process::id())) {
+        OnOff::On => match claims::listen_on(&paths::claim_socket(name)) {
             Ok(listener) => Some(listener),
             Err(e) => {
                 tracing::warn!(
@@ -307,7 +307,7 @@ const NOTIFY_NAME_MAX: usize = 40;
 /// The directory of the children's notify sockets: in the runtime directory,
 /// or, when a socket there would not fit `sun_path`, a short private one.
 fn notify_dir(name: &str) -> Result<PathBuf, StartError> {
-    let dir = paths::notify_dir(name, std::process::id());
+    let dir = paths::notify_dir(name);
     if paths::socket_fits(&dir, NOTIFY_NAME_MAX) {
         paths::private_dir(&dir).map_err(|e| StartError::Io(dir.display().to_string(), e))?;
         return Ok(dir);
@@ -328,7 +328,7 @@ fn install_preload(name: &str) -> std::io::Result<Intercept> {
     let dir = paths::preload_dir();
     let library = preload::install(&dir)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
-    let claim = paths::claim_socket(name, std::process::id());
+    let claim = paths::claim_socket(name);
     Ok(Intercept { library, claim: format!("@{claim}") })
 }
 

@@ -22,8 +22,41 @@ pub fn control_socket(name: &str) -> PathBuf {
 }
 
 /// The directory of one hotswap's notify sockets (one per child).
-pub fn notify_dir(name: &str, pid: u32) -> PathBuf {
-    runtime_dir().join(format!("{name}.{pid}.notify"))
+pub fn notify_dir(name: &str) -> PathBuf {
+    runtime_dir().join(format!("{name}.{}.notify", own_tag()))
+}
+
+/// `PROC_PID_INIT_INO`: the inode of the initial pid namespace (a kernel constant).
+const INITIAL_PID_NS: u64 = 0xEFFF_FFFC;
+
+fn pid_namespace(pid: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/pid")).ok().map(|m| m.ino())
+}
+
+/// What names this hotswap process in file and cgroup names: its pid, or,
+/// in a pid namespace other than the initial one, `<namespace inode>-<pid>`.
+/// A pid alone is ambiguous where pid namespaces share a runtime directory
+/// or a cgroup tree (`unshare --pid` on a host): two hotswaps can both be
+/// pid 2, and a live hotswap in another namespace looks dead from here.
+pub fn own_tag() -> String {
+    let pid = std::process::id();
+    match pid_namespace("self") {
+        Some(ns) if ns != INITIAL_PID_NS => format!("{ns}-{pid}"),
+        _ => pid.to_string(),
+    }
+}
+
+/// Whether the hotswap a tag (from [`own_tag`]) names is gone. Only a
+/// process of this pid namespace can be checked: any other counts as alive.
+pub fn tag_is_gone(tag: &str) -> bool {
+    let (ns, pid) = match tag.split_once('-') {
+        Some((ns, pid)) => (ns.parse::<u64>().ok(), pid),
+        None => (Some(INITIAL_PID_NS), tag),
+    };
+    let Ok(pid) = pid.parse::<i32>() else { return false };
+    let ours = pid_namespace("self").unwrap_or(INITIAL_PID_NS);
+    ns == Some(ours) && !alive(pid)
 }
 
 /// Creates the runtime directory, mode 0711: other users (a child run with
@@ -48,8 +81,8 @@ pub fn preload_dir() -> PathBuf {
 
 /// The abstract name of one hotswap's claim socket (no file: no path length
 /// limit, no directory permissions to get wrong).
-pub fn claim_socket(name: &str, pid: u32) -> String {
-    format!("hotswap/{name}.{pid}.claim")
+pub fn claim_socket(name: &str) -> String {
+    format!("hotswap/{name}.{}.claim", own_tag())
 }
 
 /// The longest path a unix socket can be bound at (`sun_path` holds 108
@@ -77,9 +110,9 @@ pub fn clean_stale(dir: &Path) -> Vec<PathBuf> {
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
         let Some(file) = path.file_name().and_then(|f| f.to_str()) else { continue };
         let stale = if let Some(rest) = file.strip_suffix(".notify") {
-            // NAME.PID.notify
-            let pid = rest.rsplit('.').next().and_then(|p| p.parse::<i32>().ok());
-            pid.is_some_and(|pid| !alive(pid)) && std::fs::remove_dir_all(&path).is_ok()
+            // NAME.TAG.notify
+            let tag = rest.rsplit('.').next().unwrap_or_default();
+            tag_is_gone(tag) && std::fs::remove_dir_all(&path).is_ok()
         } else if file.ends_with(".sock") {
             super::sockets::remove_stale_socket(&path).is_ok() && !path.exists()
         } else {

@@ -5,7 +5,7 @@
 //!
 //! Where hotswap may create cgroups (root, or a delegated cgroup v2
 //! subtree), every child runs in a cgroup of its own,
-//! `<hotswap's cgroup>/hotswap.<pid>/g<generation>/c<n>`, entered between
+//! `<hotswap's cgroup>/hotswap.<tag>/g<generation>/c<n>`, entered between
 //! fork and exec, and `cgroup.kill` ends everything in it at once, however
 //! it escaped. Elsewhere hotswap follows the process tree (hotswap is a
 //! subreaper, so an orphan of a child's tree becomes hotswap's own child)
@@ -18,7 +18,6 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::stat::Mode;
@@ -50,7 +49,8 @@ struct Tracked {
 /// Where the cgroups go, when hotswap may create them.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Cgroups {
-    /// `<hotswap's cgroup>/hotswap.<pid>`.
+    /// `<hotswap's cgroup>/hotswap.<tag>` (`paths::own_tag`: the pid, with
+    /// the pid namespace outside the initial one).
     base: PathBuf,
 }
 
@@ -287,10 +287,10 @@ impl Default for Tracker {
 }
 
 impl Cgroups {
-    /// Makes `<own>/hotswap.<pid>`, after cleaning those of dead hotswaps.
+    /// Makes `<own>/hotswap.<tag>`, after cleaning those of dead hotswaps.
     fn create(own: &Path) -> io::Result<Cgroups> {
         clean_stale(own);
-        let base = own.join(format!("hotswap.{}", std::process::id()));
+        let base = own.join(format!("hotswap.{}", super::paths::own_tag()));
         fs::create_dir(&base)?;
         // cgroup.kill exists from Linux 5.14; without it a kill could miss escapees.
         if !base.join("cgroup.kill").exists() {
@@ -355,17 +355,16 @@ fn remove_tree(dir: &Path) {
     }
 }
 
-/// Kills and removes `hotswap.<pid>` cgroups under `own` whose hotswap is gone.
+/// Kills and removes `hotswap.<tag>` cgroups under `own` whose hotswap is gone.
 fn clean_stale(own: &Path) {
     let Ok(entries) = fs::read_dir(own) else { return };
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("hotswap.")) else { continue };
-        let Ok(pid) = pid.parse::<i32>() else { continue };
-        if matches!(kill(NixPid::from_raw(pid), None), Err(Errno::ESRCH)) {
+        let Some(tag) = name.to_str().and_then(|n| n.strip_prefix("hotswap.")) else { continue };
+        if super::paths::tag_is_gone(tag) {
             let dir = entry.path();
             if kill_cgroup(&dir).is_ok() {
-                tracing::info!("killed what a dead hotswap (pid {pid}) left in {}", dir.display());
+                tracing::info!("killed what a dead hotswap ({tag}) left in {}", dir.display());
             }
             remove_tree(&dir);
         }

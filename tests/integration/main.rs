@@ -15,6 +15,7 @@ mod instances;
 mod lifecycle;
 mod load_client;
 mod notify;
+mod pid1;
 mod readiness;
 mod reexec;
 mod reload;

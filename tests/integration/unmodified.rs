@@ -423,9 +423,12 @@ fn the_claim_channel_serves_only_hotswaps_child_trees() {
     let nobody =
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3"];
     assert_eq!(outsider(&nobody), "errno=0 answer=0 fds=0", "nobody, outside the trees");
-    let refused =
-        hs.stderr().lines().iter().filter(|l| l.contains("not in hotswap's child trees")).count();
-    assert_eq!(refused, 2, "both refusals logged");
+    // The answer reaches the probe before hotswap's log line reaches us.
+    let refused = || {
+        hs.stderr().lines().iter().filter(|l| l.contains("not in hotswap's child trees")).count()
+    };
+    wait_until("both refusals logged", WAIT, || (refused() >= 2).then_some(()));
+    assert_eq!(refused(), 2, "both refusals logged, no more");
 }
 
 /// A child running as `nobody` cannot have hotswap (root) bind a privileged port it could not
