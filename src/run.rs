@@ -187,6 +187,14 @@ fn start(
         notify_dir: opened.notify_dir,
         control: Some(opened.control),
         upstream,
+        fd_store: crate::protocol::notify::fd_store_offered(
+            std::env::var("FDSTORE").ok().as_deref(),
+        ),
+        own_watchdog: crate::protocol::notify::own_watchdog(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        ),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

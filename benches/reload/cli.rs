@@ -14,6 +14,10 @@ pub struct Opts {
     pub scale_sockets: usize,
     pub scale_instances: u32,
     pub scale_reloads: usize,
+    pub pairs: usize,
+    pub short: Duration,
+    pub spread: Vec<u32>,
+    pub spawn_reloads: usize,
     pub idle: Duration,
     pub boots: usize,
     pub boot_delay: Duration,
@@ -36,6 +40,12 @@ cargo bench --bench reload [-- OPTIONS]
   --scale-sockets N       listening sockets of the socket scale point, 0 skips it [100]
   --scale-instances N     instances of the instance scale point, 0 skips it [64]
   --scale-reloads N       consecutive reloads of the reload scale point, 0 skips it [1000]
+  --pairs N               interleaved direct/hotswap pairs per load mode for the throughput
+                          ratio (its median and spread), 0 skips them [5]
+  --short DUR             load per run of the pairs and of the spread group [2s]
+  --spread N,...          instance counts of the spread group [2,4]
+  --spawn-reloads N       idle SIGHUPs that time HUP → every instance spawned at
+                          --scale-instances [5]
   --idle DUR              idle window in which hotswap's CPU time is sampled [2s]
   --boots N               standalone starts that measure the server's own boot time [20]
   --boot-delay DUR        the server's --boot-delay in the load rows, to play a slower app [0s]
@@ -51,15 +61,35 @@ cargo bench --bench reload [-- OPTIONS]
                                         with --stop-signal INT
                             detection   readiness detection latency per runtime (Node, http.server,
                                         gunicorn sync and gthread, uvicorn, tokio, accept loop)
-                            pm2, sockets, instances, reloads
+                            pairs       the throughput ratio hotswap ÷ direct: --pairs runs of
+                                        each, interleaved (direct, hotswap, direct, …), --reloads
+                                        SIGHUPs in each hotswap run, both load modes
+                            instances   under load with --reloads SIGHUPs, both modes: -n 4,
+                                        -n 4 --rolling, -n 4 --balance reuseport, and
+                                        -n --scale-instances; then that many instances idle:
+                                        HUP → every instance spawned, and the reload's cost
+                                        beyond the server's own boot
+                            spread      each instance's share of the requests (and of the
+                                        keep-alive connections), --balance shared vs reuseport,
+                                        for each --spread count, both modes, no reload
+                            pm2, sockets, reloads
   --no-write              do not write docs/bench/results.md and reload.svg
   --out DIR               where to write them [docs/bench]
   --readme                also copy the table into README.md, between its bench-table markers
   --verbose               echo every line the servers and hotswap log";
 
 /// What `--only` can name.
-const GROUPS: [&str; 7] =
-    ["load", "unmodified", "detection", "pm2", "sockets", "instances", "reloads"];
+const GROUPS: [&str; 9] = [
+    "load",
+    "pairs",
+    "unmodified",
+    "detection",
+    "pm2",
+    "sockets",
+    "instances",
+    "spread",
+    "reloads",
+];
 
 pub fn parse_opts() -> Opts {
     let mut o = Opts {
@@ -70,6 +100,10 @@ pub fn parse_opts() -> Opts {
         scale_sockets: 100,
         scale_instances: 64,
         scale_reloads: 1000,
+        pairs: 5,
+        short: Duration::from_secs(2),
+        spread: vec![2, 4],
+        spawn_reloads: 5,
         idle: Duration::from_secs(2),
         boots: 20,
         boot_delay: Duration::ZERO,
@@ -104,6 +138,12 @@ pub fn parse_opts() -> Opts {
             "--scale-sockets" => o.scale_sockets = num(&value("--scale-sockets")),
             "--scale-instances" => o.scale_instances = num(&value("--scale-instances")),
             "--scale-reloads" => o.scale_reloads = num(&value("--scale-reloads")),
+            "--pairs" => o.pairs = num(&value("--pairs")),
+            "--short" => o.short = dur(&value("--short")),
+            "--spread" => {
+                o.spread = value("--spread").split(',').map(|n| num::<u32>(n).max(1)).collect();
+            }
+            "--spawn-reloads" => o.spawn_reloads = num::<usize>(&value("--spawn-reloads")).max(1),
             "--idle" => o.idle = dur(&value("--idle")),
             "--boots" => o.boots = num::<usize>(&value("--boots")).max(1),
             "--boot-delay" => o.boot_delay = dur(&value("--boot-delay")),

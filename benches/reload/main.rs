@@ -70,7 +70,7 @@ fn main() {
     let mut info = report::machine();
     println!("reload bench — {}", info.join("; "));
     println!(
-        "settings: --duration {:?} --reloads {} --clients {} --instances {} --scale-sockets {} --scale-instances {} --scale-reloads {} --idle {:?} --boot-delay {:?} --detect-starts {} --venv {}",
+        "settings: --duration {:?} --reloads {} --clients {} --instances {} --scale-sockets {} --scale-instances {} --scale-reloads {} --pairs {} --short {:?} --spread {} --spawn-reloads {} --idle {:?} --boot-delay {:?} --detect-starts {} --venv {}",
         opts.duration,
         opts.reloads,
         opts.clients,
@@ -78,6 +78,10 @@ fn main() {
         opts.scale_sockets,
         opts.scale_instances,
         opts.scale_reloads,
+        opts.pairs,
+        opts.short,
+        opts.spread.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        opts.spawn_reloads,
         opts.idle,
         opts.boot_delay,
         opts.detect_starts,
@@ -91,19 +95,37 @@ fn main() {
         let tcp = procs::tcp_entries();
         detect::table(&detect::run_all(&bins, &opts), &opts, tcp)
     });
-    let (mut rows, scale) = scenarios::run_all(&bins, &opts);
+    let (mut rows, extras) = scenarios::run_all(&bins, &opts);
 
     // Group by scenario, in the order they first ran (the sort is stable).
     let first: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
     rows.sort_by_key(|r| first.iter().position(|l| *l == r.label));
     let direct = report::direct_rates(&rows);
     let mut table_rows: Vec<Vec<String>> = rows.iter().map(|r| report::cells(r, &direct)).collect();
-    table_rows.extend(scale.as_ref().map(|s| report::cells(&s.row, &direct)));
+    table_rows.extend(extras.spawn.as_ref().map(|s| report::cells(&s.row, &direct)));
+    table_rows.extend(extras.scale.as_ref().map(|s| report::cells(&s.row, &direct)));
     let table = report::markdown_table(&table_rows);
-    let goals = report::goals(&rows, scale.as_ref());
+    let mut others = Vec::new();
+    if !extras.pairs.is_empty() {
+        others.push((
+            "Throughput ratio, interleaved direct/hotswap pairs".to_string(),
+            report::pairs_table(&extras.pairs),
+        ));
+    }
+    if !extras.spread.is_empty() {
+        others.push((
+            "Each instance's share of the load, no reload".to_string(),
+            report::spread_table(&extras.spread),
+        ));
+    }
+    let goals = report::goals(&rows, &extras);
 
     println!();
     print!("{table}");
+    for (title, t) in &others {
+        println!("\n{title}:\n");
+        print!("{t}");
+    }
     println!();
     for g in &goals {
         println!("- {g}");
@@ -131,6 +153,6 @@ fn main() {
     if opts.write && opts.only.is_some() {
         println!("\n--only: a partial run, so {} is left as it is", opts.out.display());
     } else if opts.write {
-        report::write_results(&rows, &opts, &info, &table, &goals, detection.as_deref());
+        report::write_results(&rows, &opts, &info, &table, &others, &goals, detection.as_deref());
     }
 }

@@ -34,7 +34,7 @@ pub fn plot(rows: &[Row], opts: &Opts, path: &Path) -> Result<(), Box<dyn std::e
     let styles = [
         ("direct (no reload)", Scenario::Direct, RGBColor(150, 150, 150), 1),
         ("naive restart", Scenario::Naive, RGBColor(230, 120, 20), 2),
-        ("hotswap", Scenario::Hotswap { instances: 1, sockets: 1 }, RGBColor(30, 90, 200), 2),
+        ("hotswap", Scenario::hotswap(1, 1), RGBColor(30, 90, 200), 2),
     ];
     // Whole buckets inside the load's duration (the last one is cut short).
     let whole = (opts.duration.as_millis() / load::BUCKET.as_millis()) as usize;

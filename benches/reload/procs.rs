@@ -262,6 +262,35 @@ fn started_and_ready(
     Some((t_started, t_child))
 }
 
+/// A `--rolling` reload to `generation`: when hotswap logged the start of its last instance
+/// (`gen G instance I started (pid P)`), and the instances' own boots summed (each from its
+/// `started` line to the child's own line: one instance boots at a time). None until every
+/// started instance's child logged its line. Call it once `gen G ready after` is there.
+fn rolled_and_booted(
+    lines: &[(Instant, String)],
+    generation: u64,
+    child: ChildLine,
+) -> Option<(Instant, Duration)> {
+    let prefix = format!("gen {generation} instance ");
+    let mut last = None;
+    let mut boots = Duration::ZERO;
+    for (at, l) in lines {
+        let Some(rest) = l.split_once(&prefix).map(|(_, r)| r) else { continue };
+        let Some((_, pid)) = rest.split_once(" started (pid ") else { continue };
+        let pid: u32 = pid.trim_end_matches(')').parse().ok()?;
+        boots += find(lines, &child.needle(pid))?.0.saturating_duration_since(*at);
+        last = Some(*at);
+    }
+    Some((last?, boots))
+}
+
+/// The pids a generation's `gen G started (pids …)` line among `lines` lists, in the order
+/// hotswap gives them.
+pub fn started_pids(lines: &[String], generation: u64) -> Vec<u32> {
+    let needle = format!("gen {generation} started (pids ");
+    lines.iter().find(|l| l.contains(&needle)).map(|l| pids_in(l)).unwrap_or_default()
+}
+
 /// The line a child writes on stderr once it serves: the moment its own start is over.
 #[derive(Clone, Copy, Debug)]
 pub enum ChildLine {
@@ -324,14 +353,19 @@ pub struct Hotswap {
     generation: u64,
     /// The line each child logs once it serves.
     child: ChildLine,
+    /// Started with `--rolling`: a reload logs each instance's start (`gen N instance I
+    /// started (pid P)`), not one `gen N started (pids …)` line.
+    rolling: bool,
 }
 
 impl Hotswap {
-    /// Starts `hotswap --listen … -n N -- server` and waits for generation 1 to be ready.
+    /// Starts `hotswap --listen … -n N FLAGS -- server` (FLAGS: `--rolling`, `--balance
+    /// reuseport`, …) and waits for generation 1 to be ready.
     pub fn start(
         bin: &Bins,
         addrs: &[SocketAddr],
         instances: u32,
+        flags: &[&str],
         boot_delay: Duration,
         verbose: bool,
     ) -> Hotswap {
@@ -339,6 +373,7 @@ impl Hotswap {
         for a in addrs {
             args.extend(["--listen".to_string(), a.to_string()]);
         }
+        args.extend(flags.iter().map(|f| f.to_string()));
         let instances = instances.to_string();
         let server = path_str(&bin.server);
         let boot_delay = format!("{}ms", boot_delay.as_millis());
@@ -357,8 +392,10 @@ impl Hotswap {
             ["--name", "bench", "--", &server, "--boot-delay", &boot_delay].map(String::from),
         );
         let launch = Launch { echo: verbose, ..Launch::via(hotswap_bin(), args) };
-        Hotswap::launch(launch, ChildLine::SERVER)
-            .unwrap_or_else(|e| panic!("hotswap's first generation never became ready: {e}"))
+        let mut hs = Hotswap::launch(launch, ChildLine::SERVER)
+            .unwrap_or_else(|e| panic!("hotswap's first generation never became ready: {e}"));
+        hs.rolling = flags.contains(&"--rolling");
+        hs
     }
 
     /// Starts hotswap as `launch` says (any flags, any app; its children log `child` once they
@@ -370,7 +407,7 @@ impl Hotswap {
         // On an interrupt, SIGQUIT: hotswap's fast stop SIGKILLs every child's group and exits.
         live().push(Live::Child { pid: hs.pid(), signal: Signal::SIGQUIT });
         let control = hs.dir().join("control.sock");
-        let hs = Hotswap { hs, control, generation: 1, child };
+        let hs = Hotswap { hs, control, generation: 1, child, rolling: false };
         let first = hs.hs.stderr().wait(0, WAIT, |lines| {
             find(lines, "gen 1 ready after ")
                 .or_else(|| find(lines, "gen 1 failed"))
@@ -386,6 +423,11 @@ impl Hotswap {
     /// Sends `sig` to hotswap (its pid only).
     pub fn signal(&self, sig: Signal) {
         self.hs.signal(sig);
+    }
+
+    /// The generation the last reload asked for (1 before any).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// hotswap's stderr so far, its children's included, each line with its arrival time.
@@ -408,20 +450,26 @@ impl Hotswap {
         let ready = format!("gen {new} ready after");
         let failed = format!("gen {new} failed");
         let gone = format!("gen {old} gone");
-        let child = self.child;
+        let (child, rolling) = (self.child, self.rolling);
         let r = self.hs.stderr().wait(from, WAIT, |lines| {
             if let Some((_, l)) = find(lines, &failed) {
                 return Some(Err(l.to_string()));
             }
-            let (t_started, t_child) = started_and_ready(lines, new, child)?;
+            // The ready line first: a rollout has logged every instance's start by then.
             let t_ready = find(lines, &ready)?.0;
+            let (t_spawned, boot) = if rolling {
+                rolled_and_booted(lines, new, child)?
+            } else {
+                let (t_started, t_child) = started_and_ready(lines, new, child)?;
+                (t_started, t_child - t_started)
+            };
             let t_gone = find(lines, &gone)?.0;
             Some(Ok(Reload {
                 at: t0,
                 ready: Some(t_ready - t0),
                 gone: Some(t_gone - t0),
-                boot: Some(t_child - t_started),
-                spawned: Some(t_started - t0),
+                boot: Some(boot),
+                spawned: Some(t_spawned.saturating_duration_since(t0)),
             }))
         });
         match r {
@@ -508,7 +556,9 @@ pub struct Reload {
     /// The new children's own part: from their spawn (hotswap's `started` line; naive: the
     /// spawn call) to their `ready` line, the last of them for several instances.
     pub boot: Option<Duration>,
-    /// hotswap: → its `started` line, logged once every instance is spawned.
+    /// hotswap: → its `started` line, logged once every instance is spawned (`--rolling`: the
+    /// last instance's `started` line, after the others were ready; its `boot` is then the
+    /// instances' boots summed).
     pub spawned: Option<Duration>,
 }
 
@@ -614,6 +664,26 @@ impl Usage {
             self.cpu_ticks
         )
     }
+}
+
+/// The value of `key` in `pid`'s environment as it was exec'ed (`HOTSWAP_INSTANCE`).
+pub fn env_var(pid: u32, key: &str) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    raw.split(|&b| b == 0).find_map(|kv| {
+        let kv = String::from_utf8_lossy(kv);
+        kv.strip_prefix(key)?.strip_prefix('=').map(str::to_string)
+    })
+}
+
+/// How many of `pid`'s fds are sockets (listening, connected, its own channels): its
+/// connections are what it holds beyond what it held before the load.
+pub fn socket_fds(pid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    dir.flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
 }
 
 /// The number after `name` on the first line that starts with it (`VmRSS:   3648 kB` → 3648).

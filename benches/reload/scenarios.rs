@@ -2,9 +2,12 @@
 //! server stopped and started again (naive), the server under hotswap with SIGHUP reloads,
 //! unmodified apps that bind their own port (a Node app under hotswap with no flags and
 //! restarted naively; Python's http.server, which has no SIGTERM handler, under hotswap), the
-//! PM2 cluster when pm2 is installed, and the scale points (many sockets, many instances, a
-//! thousand reloads in a row with idle CPU and RSS samples). [`run_all`] runs what the options
-//! ask for, in the order the table is meant to be read in.
+//! PM2 cluster when pm2 is installed, the instance rows (`-n 4` whole, `--rolling`, `--balance
+//! reuseport`, and `-n 64` under load, then `-n 64` idle: HUP → every instance spawned), and
+//! the scale points (many sockets, a thousand reloads in a row with idle CPU and RSS samples).
+//! Besides the rows: the throughput ratio over interleaved direct/hotswap pairs ([`Pairs`]) and
+//! each instance's share of the load per balance mode ([`Spread`]). [`run_all`] runs what the
+//! options ask for, in the order the table is meant to be read in.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -20,7 +23,8 @@ use crate::apps::Runtime;
 use crate::cli::Opts;
 use crate::load::{self, LoadConfig, LoadReport, Target};
 use crate::procs::{
-    Bins, Hotswap, Live, Reload, Server, Usage, free_ports, live, on_path, tcp_entries,
+    Bins, Hotswap, Live, Reload, Server, Usage, env_var, free_ports, live, on_path, socket_fds,
+    started_pids, tcp_entries,
 };
 use crate::report::{ms, p50_max, quantile};
 
@@ -39,6 +43,36 @@ impl Mode {
     }
 }
 
+/// How a hotswap row replaces and balances its instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// hotswap's defaults: a whole generation at once, every instance on one shared socket.
+    Plain,
+    /// `--rolling`: one instance at a time, each ready before the next starts.
+    Rolling,
+    /// `--balance reuseport`: one SO_REUSEPORT socket per instance slot.
+    Reuseport,
+}
+
+impl Variant {
+    /// hotswap's flags for it.
+    pub fn flags(self) -> &'static [&'static str] {
+        match self {
+            Variant::Plain => &[],
+            Variant::Rolling => &["--rolling"],
+            Variant::Reuseport => &["--balance", "reuseport"],
+        }
+    }
+
+    /// The balance mode it runs: `shared` or `reuseport`.
+    pub fn balance(self) -> &'static str {
+        match self {
+            Variant::Reuseport => "reuseport",
+            Variant::Plain | Variant::Rolling => "shared",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scenario {
     Direct,
@@ -46,6 +80,7 @@ pub enum Scenario {
     Hotswap {
         instances: u32,
         sockets: usize,
+        variant: Variant,
     },
     Pm2 {
         instances: u32,
@@ -70,15 +105,27 @@ pub enum Unmodified {
 }
 
 impl Scenario {
+    /// hotswap's defaults with `instances` instances and `sockets` sockets.
+    pub fn hotswap(instances: u32, sockets: usize) -> Scenario {
+        Scenario::Hotswap { instances, sockets, variant: Variant::Plain }
+    }
+
     fn label(&self) -> String {
         match self {
             Scenario::Direct => "direct".into(),
             Scenario::Naive => "naive restart".into(),
-            Scenario::Hotswap { instances: 1, sockets: 1 } => "hotswap".into(),
-            Scenario::Hotswap { instances, sockets: 1 } => format!("hotswap -n {instances}"),
-            Scenario::Hotswap { instances: 1, sockets } => format!("hotswap, {sockets} sockets"),
-            Scenario::Hotswap { instances, sockets } => {
-                format!("hotswap -n {instances}, {sockets} sockets")
+            Scenario::Hotswap { instances, sockets, variant } => {
+                let mut l = "hotswap".to_string();
+                if *instances > 1 {
+                    l += &format!(" -n {instances}");
+                }
+                if !variant.flags().is_empty() {
+                    l += &format!(" {}", variant.flags().join(" "));
+                }
+                if *sockets > 1 {
+                    l += &format!(", {sockets} sockets");
+                }
+                l
             }
             Scenario::Pm2 { instances } => format!("pm2 cluster -i {instances}"),
             Scenario::Unmodified(Unmodified::Node) => "unmodified Node app, no flags".into(),
@@ -167,11 +214,30 @@ impl Row {
     }
 }
 
+/// What a run yields besides the rows of the table.
+#[derive(Default)]
+pub struct Extras {
+    /// The throughput ratio over interleaved pairs, per load mode.
+    pub pairs: Vec<Pairs>,
+    /// `-n --scale-instances` idle: HUP → every instance spawned, and the standalone boots.
+    pub spawn: Option<SpawnIdle>,
+    /// Each instance's share of the load, per instance count, balance mode and load mode.
+    pub spread: Vec<Spread>,
+    /// 1,000 reloads in a row.
+    pub scale: Option<ReloadScale>,
+}
+
+/// The instances of the `--rolling` and `--balance reuseport` rows, and of the plain row
+/// they are set beside.
+pub const VARIANT_INSTANCES: u32 = 4;
+
 /// Runs the scenarios `opts` asks for and prints a line as each row is done: the load rows
-/// (after an unreported warm-up), the unmodified apps, pm2, then the scale points. The last,
-/// 1,000 reloads in a row, comes back apart from the rows.
-pub fn run_all(bins: &Bins, opts: &Opts) -> (Vec<Row>, Option<ReloadScale>) {
+/// (after an unreported warm-up), the interleaved pairs, the unmodified apps, pm2, the socket
+/// scale point, the instance rows and the idle spawn of many instances, the spread, and 1,000
+/// reloads in a row. What is not a row of the table comes back in [`Extras`].
+pub fn run_all(bins: &Bins, opts: &Opts) -> (Vec<Row>, Extras) {
     let mut rows: Vec<Row> = Vec::new();
+    let mut extras = Extras::default();
     let mut push = |row: Row| {
         progress(&row);
         rows.push(row);
@@ -188,11 +254,14 @@ pub fn run_all(bins: &Bins, opts: &Opts) -> (Vec<Row>, Option<ReloadScale>) {
         for mode in modes {
             push(run_direct(bins, mode, opts));
             push(run_naive(bins, mode, opts));
-            push(run_hotswap(bins, mode, 1, 1, opts));
+            push(run_hotswap(bins, mode, 1, 1, Variant::Plain, opts));
             if opts.instances > 1 {
-                push(run_hotswap(bins, mode, opts.instances, 1, opts));
+                push(run_hotswap(bins, mode, opts.instances, 1, Variant::Plain, opts));
             }
         }
+    }
+    if opts.want("pairs") && opts.pairs > 0 {
+        extras.pairs = modes.iter().map(|m| run_pairs(bins, *m, opts)).collect();
     }
     if opts.want("unmodified") {
         for mode in modes {
@@ -227,17 +296,38 @@ pub fn run_all(bins: &Bins, opts: &Opts) -> (Vec<Row>, Option<ReloadScale>) {
         }
     }
     if opts.want("sockets") && opts.scale_sockets > 0 {
-        push(run_hotswap(bins, Mode::NewConn, 1, opts.scale_sockets, opts));
+        push(run_hotswap(bins, Mode::NewConn, 1, opts.scale_sockets, Variant::Plain, opts));
     }
-    if opts.want("instances") && opts.scale_instances > 0 {
-        push(run_hotswap(bins, Mode::NewConn, opts.scale_instances, 1, opts));
+    if opts.want("instances") {
+        for mode in modes {
+            for variant in [Variant::Plain, Variant::Rolling, Variant::Reuseport] {
+                push(run_hotswap(bins, mode, VARIANT_INSTANCES, 1, variant, opts));
+            }
+            if opts.scale_instances > 0 {
+                push(run_hotswap(bins, mode, opts.scale_instances, 1, Variant::Plain, opts));
+            }
+        }
+        if opts.scale_instances > 0 {
+            let s = run_spawn_idle(bins, opts.scale_instances, opts);
+            println!("  {}: {}", s.row.label, s.row.notes.join("; "));
+            extras.spawn = Some(s);
+        }
     }
-    let scale = (opts.want("reloads") && opts.scale_reloads > 0).then(|| {
+    if opts.want("spread") {
+        for &n in &opts.spread {
+            for mode in [Mode::KeepAlive, Mode::NewConn] {
+                for variant in [Variant::Plain, Variant::Reuseport] {
+                    extras.spread.push(run_spread(bins, n, variant, mode, opts));
+                }
+            }
+        }
+    }
+    extras.scale = (opts.want("reloads") && opts.scale_reloads > 0).then(|| {
         let s = run_reload_scale(bins, opts.scale_reloads, opts);
         println!("  {}: {}", s.row.label, s.row.notes.join("; "));
         s
     });
-    (rows, scale)
+    (rows, extras)
 }
 
 /// The progress line of a finished row, and the first failures the load client kept.
@@ -361,13 +451,21 @@ fn hups_under_load(
     (handle.finish(), reloads)
 }
 
-fn run_hotswap(bins: &Bins, mode: Mode, instances: u32, sockets: usize, opts: &Opts) -> Row {
+fn run_hotswap(
+    bins: &Bins,
+    mode: Mode,
+    instances: u32,
+    sockets: usize,
+    variant: Variant,
+    opts: &Opts,
+) -> Row {
     let addrs: Vec<SocketAddr> = free_ports(sockets).into_iter().map(local).collect();
-    let mut hs = Hotswap::start(bins, &addrs, instances, opts.boot_delay, opts.verbose);
+    let mut hs =
+        Hotswap::start(bins, &addrs, instances, variant.flags(), opts.boot_delay, opts.verbose);
     let (report, reloads) = hups_under_load(&mut hs, addrs[0], mode, opts);
     // Let the last reload's tail (reaping, closing the old children's channels) settle.
     std::thread::sleep(Duration::from_millis(300));
-    let mut row = Row::new(Scenario::Hotswap { instances, sockets }, Some(mode));
+    let mut row = Row::new(Scenario::Hotswap { instances, sockets, variant }, Some(mode));
     if sockets > 1 {
         // Every socket still answers after the reloads.
         let answered = addrs.iter().filter(|a| http_ok(**a)).count();
@@ -375,11 +473,20 @@ fn run_hotswap(bins: &Bins, mode: Mode, instances: u32, sockets: usize, opts: &O
     }
     let usage = hs.usage();
     let spawned: Vec<Duration> = reloads.iter().filter_map(|r| r.spawned).collect();
-    row.notes.push(format!(
-        "HUP → every instance spawned {}; hotswap fds {}",
-        p50_max(&spawned),
-        usage.fds
-    ));
+    let pids = report.pids().len();
+    row.notes.push(match variant {
+        Variant::Rolling => format!(
+            "HUP → the last instance spawned (each once the one before is ready) {}; boot: \
+             the {instances} instances' own boots summed; {pids} pids answered; hotswap fds {}",
+            p50_max(&spawned),
+            usage.fds
+        ),
+        _ => format!(
+            "HUP → every instance spawned {}; {pids} pids answered; hotswap fds {}",
+            p50_max(&spawned),
+            usage.fds
+        ),
+    });
     hs.stop();
     row.usage = Some(usage);
     row.reloads = reloads;
@@ -502,6 +609,231 @@ fn http_ok(addr: SocketAddr) -> bool {
 }
 
 // ------------------------------------------------------------------------------------------
+// The throughput ratio over interleaved pairs
+
+/// The throughput ratio hotswap ÷ direct in one load mode, from `--pairs` pairs of short runs
+/// interleaved (direct, hotswap, direct, hotswap, …), so that a drift in the machine's load
+/// hits both alike.
+pub struct Pairs {
+    pub mode: Mode,
+    /// ok req/s of each pair, (direct, hotswap), in the order they ran.
+    pub rates: Vec<(f64, f64)>,
+    /// Failed and all requests over the hotswap runs.
+    pub failed: u64,
+    pub total: u64,
+    /// Failed requests over the direct runs.
+    pub direct_failed: u64,
+    /// SIGHUPs in each hotswap run, and the load of each run.
+    pub reloads: usize,
+    pub duration: Duration,
+}
+
+impl Pairs {
+    /// hotswap ÷ direct of each pair, in the order they ran.
+    pub fn ratios(&self) -> Vec<f64> {
+        self.rates.iter().map(|(d, h)| h / d.max(1e-9)).collect()
+    }
+}
+
+fn run_pairs(bins: &Bins, mode: Mode, opts: &Opts) -> Pairs {
+    let short = Opts { duration: opts.short, ..opts.clone() };
+    // Warm-up, not reported.
+    run_direct(bins, mode, &Opts { duration: Duration::from_secs(1), ..opts.clone() });
+    let mut p = Pairs {
+        mode,
+        rates: Vec::new(),
+        failed: 0,
+        total: 0,
+        direct_failed: 0,
+        reloads: opts.reloads,
+        duration: opts.short,
+    };
+    for i in 1..=opts.pairs {
+        let d = run_direct(bins, mode, &short);
+        let h = run_hotswap(bins, mode, 1, 1, Variant::Plain, &short);
+        let (dr, hr) = (d.rate().unwrap_or_default(), h.rate().unwrap_or_default());
+        let hl = h.load.as_ref();
+        let failed = hl.map_or(0, LoadReport::failed);
+        p.failed += failed;
+        p.total += hl.map_or(0, LoadReport::total);
+        p.direct_failed += d.load.as_ref().map_or(0, LoadReport::failed);
+        println!(
+            "  pair {i}/{} {:<10} direct {dr:>8.0} req/s, hotswap {hr:>8.0} req/s ({failed} \
+             failed), ratio {:.3}",
+            opts.pairs,
+            mode.name(),
+            hr / dr.max(1e-9)
+        );
+        p.rates.push((dr, hr));
+    }
+    p
+}
+
+// ------------------------------------------------------------------------------------------
+// Each instance's share of the load
+
+/// How one hotswap with `instances` instances spread a load over them, no reload.
+pub struct Spread {
+    pub instances: u32,
+    pub variant: Variant,
+    pub mode: Mode,
+    /// ok requests each instance answered (by the `HOTSWAP_INSTANCE` of the pid in `X-Pid`).
+    pub requests: Vec<u64>,
+    /// Keep-alive: the connections each instance held halfway through the load (its socket
+    /// fds beyond those it held before the load).
+    pub conns: Option<Vec<usize>>,
+    /// ok requests from a pid that is none of generation 1's instances (a restarted one).
+    pub other: u64,
+    pub failed: u64,
+    pub total: u64,
+}
+
+fn run_spread(bins: &Bins, n: u32, variant: Variant, mode: Mode, opts: &Opts) -> Spread {
+    let addr = local(free_ports(1)[0]);
+    let hs = Hotswap::start(bins, &[addr], n, variant.flags(), opts.boot_delay, opts.verbose);
+    let pids = started_pids(&hs.log().lines(), 1);
+    // pid → instance, from the environment hotswap gave it.
+    let instance_of: Vec<(u32, usize)> = pids
+        .iter()
+        .filter_map(|p| Some((*p, env_var(*p, "HOTSWAP_INSTANCE")?.parse().ok()?)))
+        .collect();
+    let before: Vec<usize> = pids.iter().map(|p| socket_fds(*p)).collect();
+    let short = Opts { duration: opts.short, ..opts.clone() };
+    let handle = load::spawn_in_thread(load_config(addr, mode, &short));
+    std::thread::sleep(opts.short / 2);
+    let mid: Vec<usize> = pids.iter().map(|p| socket_fds(*p)).collect();
+    let report = handle.finish();
+    hs.stop();
+    let mut s = Spread {
+        instances: n,
+        variant,
+        mode,
+        requests: vec![0; n as usize],
+        conns: None,
+        other: 0,
+        failed: report.failed(),
+        total: report.total(),
+    };
+    for (pid, ok) in &report.by_pid {
+        match instance_of.iter().find(|(p, _)| p == pid) {
+            Some((_, i)) if *i < s.requests.len() => s.requests[*i] += ok,
+            _ => s.other += ok,
+        }
+    }
+    if mode == Mode::KeepAlive {
+        let mut conns = vec![0; n as usize];
+        for ((pid, b), m) in pids.iter().zip(&before).zip(&mid) {
+            if let Some((_, i)) = instance_of.iter().find(|(p, _)| p == pid) {
+                if let Some(c) = conns.get_mut(*i) {
+                    *c += m.saturating_sub(*b);
+                }
+            }
+        }
+        s.conns = Some(conns);
+    }
+    let shares: Vec<String> = s
+        .requests
+        .iter()
+        .map(|r| format!("{:.0}%", *r as f64 * 100.0 / report.ok.max(1) as f64))
+        .collect();
+    println!(
+        "  spread -n {n} --balance {:<9} {:<10} {:>8} requests, {} failed; shares {}",
+        variant.balance(),
+        mode.name(),
+        s.total,
+        s.failed,
+        shares.join(" ")
+    );
+    s
+}
+
+// ------------------------------------------------------------------------------------------
+// Many instances idle: HUP → every instance spawned
+
+/// `-n N` at idle, `--spawn-reloads` SIGHUPs one after the other: how long until hotswap has
+/// spawned every instance of the new generation, and what the reload costs beyond the
+/// server's own boot, measured standalone between the reloads.
+pub struct SpawnIdle {
+    pub row: Row,
+    pub instances: u32,
+    /// HUP → the first line of the first new instance (it runs the server by then).
+    pub first_line: Vec<Duration>,
+    /// The server's own boot standalone (spawn → its `ready` line), sorted.
+    pub boots: Vec<Duration>,
+}
+
+impl SpawnIdle {
+    /// HUP → `gen N started (pids …)`, each reload.
+    pub fn spawned(&self) -> Vec<Duration> {
+        self.row.reloads.iter().filter_map(|r| r.spawned).collect()
+    }
+
+    /// HUP → `gen N ready`, each reload.
+    pub fn ready(&self) -> Vec<Duration> {
+        self.row.reloads.iter().filter_map(|r| r.ready).collect()
+    }
+}
+
+fn run_spawn_idle(bins: &Bins, n: u32, opts: &Opts) -> SpawnIdle {
+    let port = free_ports(1)[0];
+    let mut hs = Hotswap::start(bins, &[local(port)], n, &[], Duration::ZERO, opts.verbose);
+    let boot_port = free_ports(1)[0];
+    let boots_each = opts.boots.div_ceil(opts.spawn_reloads);
+    let (mut reloads, mut first_line, mut boots) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..opts.spawn_reloads {
+        // Idle: the last generation gone and reaped, its children's exits logged.
+        std::thread::sleep(Duration::from_millis(300));
+        let from = hs.log().line_count();
+        let r = hs.hup();
+        let generation = hs.generation();
+        let first = hs.log().wait(from, Duration::ZERO, |lines| {
+            let texts: Vec<String> = lines.iter().map(|(_, l)| l.clone()).collect();
+            let pids = started_pids(&texts, generation);
+            let needles: Vec<String> = pids.iter().map(|p| format!("server[{p}]:")).collect();
+            lines.iter().find(|(_, l)| needles.iter().any(|n| l.contains(n))).map(|(at, _)| *at)
+        });
+        first_line.extend(first.map(|at| at.saturating_duration_since(r.at)));
+        reloads.push(r);
+        // The server's own boot, standalone, on the same machine in the same state.
+        for _ in 0..boots_each {
+            if boots.len() < opts.boots {
+                let (mut server, boot) =
+                    Server::start(&bins.server, boot_port, Duration::ZERO, opts.verbose);
+                server.proc.stop(Signal::SIGTERM, Duration::from_secs(10));
+                boots.push(boot);
+            }
+        }
+    }
+    boots.sort();
+    std::thread::sleep(Duration::from_millis(300));
+    let usage = hs.usage();
+    hs.stop();
+    let mut row = Row::new(Scenario::hotswap(n, 1), None);
+    row.label = format!("hotswap -n {n}, idle");
+    row.reloads = reloads;
+    row.usage = Some(usage);
+    let mut s = SpawnIdle { row, instances: n, first_line, boots };
+    let (ready, boot) = (quantile(&s.ready(), 0.5), quantile(&s.boots, 0.5));
+    let beyond = match (ready, boot) {
+        (Some(r), Some(b)) => format!("{:+.1} ms", (r.as_secs_f64() - b.as_secs_f64()) * 1e3),
+        _ => "–".into(),
+    };
+    let note = format!(
+        "no load, {} SIGHUPs; HUP → every instance spawned {}; HUP → the first new instance's \
+         first line {}; the server's own boot standalone: p50 {} ({} starts); HUP → ready p50 \
+         minus that boot: {beyond}; hotswap fds {}",
+        s.row.reloads.len(),
+        p50_max(&s.spawned()),
+        p50_max(&s.first_line),
+        boot.map_or("–".into(), ms),
+        s.boots.len(),
+        usage.fds
+    );
+    s.row.notes.push(note);
+    s
+}
+
+// ------------------------------------------------------------------------------------------
 // The reload scale point
 
 /// Scale point: N consecutive reloads through the control socket, with idle windows before
@@ -544,7 +876,7 @@ fn measure_idle(hs: &Hotswap, window: Duration) -> Idle {
 
 fn run_reload_scale(bins: &Bins, n: usize, opts: &Opts) -> ReloadScale {
     let port = free_ports(1)[0];
-    let mut hs = Hotswap::start(bins, &[local(port)], 1, Duration::ZERO, opts.verbose);
+    let mut hs = Hotswap::start(bins, &[local(port)], 1, &[], Duration::ZERO, opts.verbose);
     let mut idle = vec![measure_idle(&hs, opts.idle)];
     let before = hs.usage();
     // Usage after 10 reloads (every code path touched once: "warm") and at each tenth.
@@ -583,7 +915,7 @@ fn run_reload_scale(bins: &Bins, n: usize, opts: &Opts) -> ReloadScale {
     idle.push(measure_idle(&hs, opts.idle));
     let served = http_ok(local(port));
     hs.stop();
-    let mut row = Row::new(Scenario::Hotswap { instances: 1, sockets: 1 }, None);
+    let mut row = Row::new(Scenario::hotswap(1, 1), None);
     row.label = format!("hotswap, {n} reloads in a row");
     let boot_p50 = quantile(&boots, 0.5).unwrap_or_default();
     row.reloads = reloads;

@@ -243,6 +243,21 @@ impl Supervisor {
         sup
     }
 
+    /// Until when systemd should wait for hotswap without timing it out
+    /// (`EXTEND_TIMEOUT_USEC`, sd_notify(3)): while a generation starts,
+    /// its ready deadline; while hotswap stops, its last drain deadline.
+    /// None when no deadline of hotswap's own bounds what is under way.
+    pub fn busy_until(&self) -> Option<Instant> {
+        let deadline = |f: &dyn Fn(&Timer) -> bool| {
+            self.timers.all().into_iter().filter(|(t, _)| f(t)).map(|(_, at)| at).max()
+        };
+        if let Mode::Stopping { .. } = self.mode {
+            return deadline(&|t| matches!(t, Timer::Kill(_)));
+        }
+        let starting = self.starting()?;
+        deadline(&|t| *t == Timer::ReadyTimeout(starting))
+    }
+
     /// Whether nothing is under way that cannot cross a re-exec of hotswap:
     /// no generation or child starting, no `reload --wait` client waiting, no
     /// action left to take. Draining children, restarts and other timers do cross.
@@ -716,6 +731,9 @@ impl Supervisor {
                     self.log(Notice::Replaced { generation, instance, old, new: pid });
                     self.end_child(now, old);
                 }
+                let pids = self.pids_of(Some(generation));
+                let status = format!("gen {generation} serving (pids {})", fmt_pids(&pids));
+                self.push(Action::Upstream(Upstream::Status { status }));
             }
             GenPhase::Retiring { .. } => {}
         }
@@ -877,8 +895,9 @@ impl Supervisor {
             },
         );
         self.timers.set(Timer::ReadyTimeout(generation), now + self.config.ready_timeout);
-        if self.serving().is_some() {
-            self.push(Action::Upstream(Upstream::Reloading));
+        if let Some(serving) = self.serving() {
+            let status = format!("reloading: gen {generation} starting, gen {serving} serving");
+            self.push(Action::Upstream(Upstream::Reloading { status }));
         }
         self.waiters.attach(generation);
         // Instance 0 now; each next one once the previous is spawned (or,

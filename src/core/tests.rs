@@ -333,7 +333,15 @@ fn stop_cancels_a_pending_restart() {
 fn reload_starts_a_new_generation_then_retires_the_old_one() {
     let mut h = Harness::serving(config());
     let actions = h.event(Event::Reload { waiter: None });
-    assert_eq!(without_logs(actions), vec![Action::Upstream(Upstream::Reloading), spawn(2, 0)]);
+    assert_eq!(
+        without_logs(actions),
+        vec![
+            Action::Upstream(Upstream::Reloading {
+                status: "reloading: gen 2 starting, gen 1 serving".into()
+            }),
+            spawn(2, 0)
+        ]
+    );
     assert!(h.advance(ms(200)).is_empty(), "the old generation is not touched before ready");
     let actions = h.ready(101);
     assert_eq!(
@@ -437,7 +445,7 @@ fn hups_during_a_reload_coalesce_into_one_more() {
     let spawns: Vec<&Action> =
         actions.iter().filter(|a| matches!(a, Action::Spawn { .. })).collect();
     assert_eq!(spawns, vec![&spawn(3, 0)], "exactly one more reload");
-    assert!(actions.contains(&Action::Upstream(Upstream::Reloading)));
+    assert!(actions.iter().any(|a| matches!(a, Action::Upstream(Upstream::Reloading { .. }))));
     let actions = h.ready(102);
     assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { .. })), "and no more than one");
     // Waiters 2..4 wait for gen 3 and see gen 2 drained as it retires.
@@ -718,6 +726,38 @@ fn a_stopping_supervisor_is_not_quiet() {
     assert!(h.sup.is_quiet());
     h.event(Event::Stop { graceful: true });
     assert!(!h.sup.is_quiet());
+}
+
+#[test]
+fn a_restarted_instance_ready_again_updates_systemds_status() {
+    let mut h = Harness::serving(config());
+    h.exit(100, ExitStatus::Exited(1));
+    h.advance(ms(100));
+    let actions = h.ready(101);
+    let status = "gen 1 serving (pids 101)".to_string();
+    assert!(actions.contains(&Action::Upstream(Upstream::Status { status })), "{actions:?}");
+}
+
+#[test]
+fn systemd_is_asked_to_wait_until_hotswaps_own_deadline_of_a_start_a_reload_or_a_stop() {
+    let config = Config { ready_timeout: Duration::from_secs(60), ..config() };
+    let mut h = Harness::new(config);
+    let start = h.now;
+    h.actions();
+    assert_eq!(h.sup.busy_until(), Some(start + Duration::from_secs(60)), "the first start");
+    h.advance(ms(10));
+    h.ready(100);
+    assert_eq!(h.sup.busy_until(), None, "serving, nothing under way");
+    h.event(Event::Reload { waiter: None });
+    assert_eq!(h.sup.busy_until(), Some(h.now + Duration::from_secs(60)), "a reload");
+    h.advance(ms(10));
+    h.ready(101);
+    assert_eq!(h.sup.busy_until(), None);
+    // The old generation drains; a graceful stop waits for every drain deadline.
+    h.advance(Duration::from_secs(10));
+    h.event(Event::Stop { graceful: true });
+    let old_drain = start + ms(20) + Duration::from_secs(30);
+    assert_eq!(h.sup.busy_until(), Some((h.now + Duration::from_secs(30)).max(old_drain)));
 }
 
 #[test]

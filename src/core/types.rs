@@ -252,10 +252,18 @@ pub enum Upstream {
         /// The `STATUS=` text.
         status: String,
     },
-    /// `RELOADING=1` (the driver adds `MONOTONIC_USEC`).
-    Reloading,
+    /// `RELOADING=1` (the driver adds `MONOTONIC_USEC`) with a `STATUS=` line.
+    Reloading {
+        /// The `STATUS=` text.
+        status: String,
+    },
     /// `STOPPING=1`.
     Stopping,
+    /// A `STATUS=` line alone: the serving pids changed (an instance restarted or replaced).
+    Status {
+        /// The `STATUS=` text.
+        status: String,
+    },
 }
 
 /// Outputs of the supervisor, performed in order by the driver.

@@ -15,6 +15,7 @@ use crate::core::{
     self, Action, Event, ExitStatus, Notice, Outcome, Pid, Seen, Supervisor, Upstream, Via,
     WaiterId,
 };
+use crate::protocol::activation::STORED_PREFIX;
 use crate::protocol::claim::BindAddr;
 use crate::protocol::control::{ReloadResult, Reply, Request};
 use crate::protocol::notify;
@@ -48,6 +49,11 @@ const WATCH_QUIET: Duration = Duration::from_millis(300);
 /// How often each serving instance's memory is measured under `--max-memory`.
 const MEMORY_EVERY: Duration = Duration::from_secs(1);
 
+/// How often `EXTEND_TIMEOUT_USEC` is sent again while a start, reload or
+/// stop runs, and the margin it adds to hotswap's own deadline.
+const EXTEND_EVERY: Duration = Duration::from_secs(2);
+const EXTEND_MARGIN: Duration = Duration::from_secs(5);
+
 /// Pause between a failed `exec:` probe and the next.
 const PROBE_RETRY: Duration = Duration::from_millis(250);
 
@@ -72,6 +78,10 @@ pub struct Service {
     /// `--watch`: a change under these paths reloads.
     pub watch: Vec<PathBuf>,
     pub upstream: Option<UpstreamSocket>,
+    /// How often hotswap sends `WATCHDOG=1` upstream (half its `WATCHDOG_USEC`).
+    pub own_watchdog: Option<Duration>,
+    /// systemd offers an fd store (`FDSTORE`): every socket hotswap owns goes there.
+    pub fd_store: bool,
 }
 
 struct Driver {
@@ -169,12 +179,19 @@ pub async fn run(mut service: Service, resumed: Option<DriverState>) -> std::io:
     };
     // USR2 asked for a re-exec: it happens once nothing is under way.
     let mut reexec_wanted = false;
+    // systemd's watchdog: WATCHDOG=1 at half its interval, from the first tick on.
+    let own_watchdog = driver.service.own_watchdog.filter(|_| driver.service.upstream.is_some());
+    let mut watchdog_tick =
+        tokio::time::interval(own_watchdog.unwrap_or(Duration::from_secs(3600)));
+    // When EXTEND_TIMEOUT_USEC was last sent in the phase under way.
+    let mut extended_at: Option<Instant> = None;
 
     loop {
         driver.perform_all(&mut sup);
         if let Some(code) = driver.exit {
             return Ok(code);
         }
+        driver.sync_fd_store();
         if reexec_wanted && sup.is_quiet() {
             // Signals that arrive from here on wait, blocked, for the next
             // binary. Those already caught, and requests already read, are
@@ -199,6 +216,11 @@ pub async fn run(mut service: Service, resumed: Option<DriverState>) -> std::io:
                 continue;
             }
         }
+        let busy = sup.busy_until().filter(|_| driver.service.upstream.is_some());
+        if busy.is_none() {
+            extended_at = None;
+        }
+        let extend_due = busy.map(|_| extended_at.map_or_else(Instant::now, |t| t + EXTEND_EVERY));
         let deadline = sup.poll_timeout();
         let look = driver.sampler.next_due();
         let measure = driver.service.max_memory.is_some();
@@ -218,6 +240,17 @@ pub async fn run(mut service: Service, resumed: Option<DriverState>) -> std::io:
             _ = sleep_until(quiet_at.unwrap_or_else(Instant::now).into()), if quiet_at.is_some() => {
                 quiet_at = None;
                 Some(Event::Reload { waiter: None })
+            }
+            _ = watchdog_tick.tick(), if own_watchdog.is_some() => {
+                driver.send_upstream(&notify::watchdog());
+                None
+            }
+            _ = sleep_until(extend_due.unwrap_or_else(Instant::now).into()), if extend_due.is_some() => {
+                let now = Instant::now();
+                let until = busy.unwrap_or(now).saturating_duration_since(now) + EXTEND_MARGIN;
+                driver.send_upstream(&notify::extend_timeout(until.as_micros()));
+                extended_at = Some(now);
+                None
             }
             _ = memory_tick.tick(), if measure => {
                 driver.measure_memory(&mut sup);
@@ -696,13 +729,46 @@ impl Driver {
     }
 
     fn tell_systemd(&self, message: Upstream) {
-        let Some(upstream) = &self.service.upstream else { return };
         let text = match message {
             Upstream::Ready { status } => notify::ready(&status),
-            Upstream::Reloading => notify::reloading(monotonic_usec()),
+            Upstream::Reloading { status } => notify::reloading(monotonic_usec(), &status),
             Upstream::Stopping => notify::stopping(),
+            Upstream::Status { status } => notify::status(&status),
         };
-        if let Err(e) = upstream.send(&text) {
+        self.send_upstream(&text);
+    }
+
+    /// Keeps systemd's fd store holding exactly hotswap's sockets, so that
+    /// even a crash of hotswap never closes a port (DESIGN.md §5).
+    fn sync_fd_store(&mut self) {
+        let Some(upstream) = self.service.upstream.as_ref().filter(|_| self.service.fd_store)
+        else {
+            return;
+        };
+        let sockets = &mut self.service.sockets;
+        let mut next = sockets.iter().filter_map(|o| stored_number(o.stored_as.as_deref())).max();
+        let (added, removed) = sockets.fd_store_changes(|| {
+            let n = next.map_or(1, |n| n + 1);
+            next = Some(n);
+            format!("{STORED_PREFIX}{n}")
+        });
+        for name in removed {
+            if let Err(e) = upstream.send(&notify::fd_store_remove(&name)) {
+                tracing::warn!("NOTIFY_SOCKET: FDSTOREREMOVE {name}: {e}");
+            }
+        }
+        for (fd, name) in added {
+            match upstream.send_with_fd(&notify::fd_store(&name), fd) {
+                Ok(()) => tracing::debug!("fd store: {name}"),
+                Err(e) => tracing::warn!("NOTIFY_SOCKET: FDSTORE {name}: {e}"),
+            }
+        }
+    }
+
+    /// One datagram to systemd, if hotswap has a `NOTIFY_SOCKET`.
+    fn send_upstream(&self, text: &str) {
+        let Some(upstream) = &self.service.upstream else { return };
+        if let Err(e) = upstream.send(text) {
             tracing::warn!("NOTIFY_SOCKET: {e}");
         }
     }
@@ -726,6 +792,11 @@ impl Driver {
             }
         }
     }
+}
+
+/// `n` of a `stored-n` fd store name.
+fn stored_number(name: Option<&str>) -> Option<u64> {
+    name?.strip_prefix(STORED_PREFIX)?.parse().ok()
 }
 
 fn done(outcome: Outcome) -> Reply {

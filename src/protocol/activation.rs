@@ -6,6 +6,16 @@ use std::ffi::{OsStr, OsString};
 /// The first passed fd (`SD_LISTEN_FDS_START`).
 pub const FIRST_FD: i32 = 3;
 
+/// The `FDNAME=` prefix of the sockets hotswap deposits in systemd's fd
+/// store (`stored-1`, `stored-2`, …): at the next start, `LISTEN_FDNAMES`
+/// tells them from the sockets of a `.socket` unit.
+pub const STORED_PREFIX: &str = "stored-";
+
+/// Whether an inherited fd's name is one hotswap gave it in the fd store.
+pub fn is_stored(name: &str) -> bool {
+    name.starts_with(STORED_PREFIX)
+}
+
 /// Variables that describe hotswap's own situation, never a child's.
 /// `HOTSWAP_*` configures hotswap (clap reads them), so it is not inherited either.
 const NOT_INHERITED: &[&str] = &[
@@ -16,6 +26,7 @@ const NOT_INHERITED: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_PID",
     "WATCHDOG_USEC",
+    "FDSTORE",
     "NODE_CHANNEL_FD",
     "NODE_CHANNEL_SERIALIZATION_MODE",
     "SERVER_STARTER_PORT",

@@ -3,20 +3,32 @@
 //! `@abstract` sockets (research/crates.md §5).
 
 use std::io;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
+use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+
+/// hotswap's own `NOTIFY_SOCKET`.
 pub struct UpstreamSocket {
     socket: UnixDatagram,
     addr: SocketAddr,
+    /// The same address, for `sendmsg` with fds.
+    unix_addr: UnixAddr,
 }
 
 impl UpstreamSocket {
     /// From the value of hotswap's own `NOTIFY_SOCKET`: `/path` or `@abstract`.
     pub fn open(value: &str) -> io::Result<Self> {
-        let addr = match value.strip_prefix('@') {
-            Some(name) => SocketAddr::from_abstract_name(name.as_bytes())?,
-            None if value.starts_with('/') => SocketAddr::from_pathname(value)?,
+        let (addr, unix_addr) = match value.strip_prefix('@') {
+            Some(name) => (
+                SocketAddr::from_abstract_name(name.as_bytes())?,
+                UnixAddr::new_abstract(name.as_bytes())?,
+            ),
+            None if value.starts_with('/') => {
+                (SocketAddr::from_pathname(value)?, UnixAddr::new(value)?)
+            }
             None => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
@@ -24,11 +36,22 @@ impl UpstreamSocket {
                 ));
             }
         };
-        Ok(UpstreamSocket { socket: UnixDatagram::unbound()?, addr })
+        Ok(UpstreamSocket { socket: UnixDatagram::unbound()?, addr, unix_addr })
     }
 
+    /// One datagram.
     pub fn send(&self, message: &str) -> io::Result<()> {
         self.socket.send_to_addr(message.as_bytes(), &self.addr).map(drop)
+    }
+
+    /// One datagram with `fd` attached (`SCM_RIGHTS`), for the fd store.
+    pub fn send_with_fd(&self, message: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let iov = [IoSlice::new(message.as_bytes())];
+        let fds = [fd.as_raw_fd()];
+        let cmsgs = [ControlMessage::ScmRights(&fds)];
+        sendmsg(self.socket.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), Some(&self.unix_addr))
+            .map(drop)
+            .map_err(io::Error::from)
     }
 }
 

@@ -174,17 +174,26 @@ fn a_daemonizing_child_leaves_no_daemon_behind() {
         let hs = launch(tracking, &args, &rt).start();
         hs.wait_for_stderr("gen 3 failed", WAIT);
         tracking_used(&hs, tracking);
+        // Lines from the daemon and from hotswap share one pipe and may run together, and a
+        // daemon's line may come after hotswap's about its start.
+        let daemons_logged = || -> Vec<i32> {
+            hs.stderr()
+                .lines()
+                .iter()
+                .filter_map(|l| {
+                    let digits: String = l
+                        .strip_prefix("daemon ")?
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    digits.parse().ok()
+                })
+                .collect()
+        };
+        let daemons = wait_until(&format!("{tracking:?}: three daemons"), WAIT, || {
+            Some(daemons_logged()).filter(|d| d.len() >= 3)
+        });
         let lines = hs.stderr().lines();
-        // Lines from the daemon and from hotswap share one pipe and may run together.
-        let daemons: Vec<i32> = lines
-            .iter()
-            .filter_map(|l| {
-                let digits: String =
-                    l.strip_prefix("daemon ")?.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse().ok()
-            })
-            .collect();
-        assert!(daemons.len() >= 3, "{tracking:?}: {lines:#?}");
         for daemon in &daemons[..3] {
             let what = format!("{tracking:?}: daemon {daemon} killed with its start");
             wait_until(&what, WAIT, || (!pid_alive(*daemon)).then_some(()));

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -32,6 +32,9 @@ pub enum Origin {
         /// The generation whose child claimed it first.
         generation: u64,
     },
+    /// Taken back from systemd's fd store at start: claimed at a child's
+    /// `bind()` by the hotswap process before this one.
+    Restored,
 }
 
 impl fmt::Display for Origin {
@@ -40,6 +43,7 @@ impl fmt::Display for Origin {
             Origin::Systemd => f.write_str("systemd"),
             Origin::Listen => f.write_str("listen"),
             Origin::Claimed { generation } => write!(f, "claimed by gen {generation}"),
+            Origin::Restored => f.write_str("restored from systemd's fd store"),
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct Owned {
     pub listen_index: Option<usize>,
     /// `--balance reuseport`: the instance slot whose children alone get it.
     pub slot: Option<u32>,
+    /// Its `FDNAME=` in systemd's fd store, once deposited there.
+    pub stored_as: Option<String>,
 }
 
 impl Owned {
@@ -107,12 +113,13 @@ impl Owned {
             problem: None,
             listen_index: None,
             slot: None,
+            stored_as: None,
         })
     }
 
     /// Whether it was given explicitly (systemd, `--listen`) rather than claimed.
     pub fn is_explicit(&self) -> bool {
-        !matches!(self.origin, Origin::Claimed { .. })
+        !matches!(self.origin, Origin::Claimed { .. } | Origin::Restored)
     }
 }
 
@@ -153,6 +160,9 @@ pub struct Claim {
 #[derive(Debug, Default)]
 pub struct Sockets {
     owned: Vec<Owned>,
+    /// `FDNAME=`s of sockets that left the fd store's view (closed, or
+    /// replaced at their fd number), to remove from it.
+    unstored: Vec<String>,
 }
 
 /// One owned socket as a re-exec of hotswap hands it over: its fd stays
@@ -160,6 +170,7 @@ pub struct Sockets {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Handed {
     fd: RawFd,
+    stored_as: Option<String>,
     origin: Origin,
     passed: Option<PassedSocket>,
     created_file: Option<PathBuf>,
@@ -178,7 +189,31 @@ impl Handed {
 impl Sockets {
     /// The sockets opened at start (see [`open_all`]).
     pub fn new(owned: Vec<Owned>) -> Sockets {
-        Sockets { owned }
+        Sockets { owned, unstored: Vec::new() }
+    }
+
+    /// For systemd's fd store (`FDSTORE=1`): the sockets not deposited yet,
+    /// each with the name `name` gives it, which is recorded as deposited;
+    /// a `.socket` unit's sockets are systemd's already. And the names to
+    /// remove from the store (`FDSTOREREMOVE=1`).
+    pub fn fd_store_changes(
+        &mut self,
+        mut name: impl FnMut() -> String,
+    ) -> (Vec<(BorrowedFd<'_>, String)>, Vec<String>) {
+        let removed = std::mem::take(&mut self.unstored);
+        let mut fresh = Vec::new();
+        for (i, owned) in self.owned.iter_mut().enumerate() {
+            if owned.stored_as.is_none() && owned.origin != Origin::Systemd {
+                owned.stored_as = Some(name());
+                fresh.push(i);
+            }
+        }
+        let added = fresh
+            .into_iter()
+            .map(|i| &self.owned[i])
+            .filter_map(|o| Some((o.fd.as_fd(), o.stored_as.clone()?)))
+            .collect();
+        (added, removed)
     }
 
     /// Every socket, for a re-exec of hotswap.
@@ -187,6 +222,7 @@ impl Sockets {
             .iter()
             .map(|o| Handed {
                 fd: o.fd.as_raw_fd(),
+                stored_as: o.stored_as.clone(),
                 origin: o.origin,
                 passed: o.passed.clone(),
                 created_file: o.created_file.clone(),
@@ -210,9 +246,10 @@ impl Sockets {
             socket.problem = h.problem;
             socket.listen_index = h.listen_index;
             socket.slot = h.slot;
+            socket.stored_as = h.stored_as;
             owned.push(socket);
         }
-        Ok(Sockets { owned })
+        Ok(Sockets { owned, unstored: Vec::new() })
     }
 
     /// Every owned socket.
@@ -298,7 +335,9 @@ impl Sockets {
     /// Closes the claimed socket `id` (no serving child holds it any more).
     pub fn release(&mut self, id: SocketId) -> Option<Owned> {
         let at = self.owned.iter().position(|o| o.id == id && !o.is_explicit())?;
-        Some(self.owned.remove(at))
+        let released = self.owned.remove(at);
+        self.unstored.extend(released.stored_as.clone());
+        Some(released)
     }
 }
 
@@ -376,7 +415,11 @@ impl Sockets {
                 continue;
             }
             match open::rebind(owned, &bound, opts) {
-                Ok(()) => troubles.push(Trouble::Replaced(owned.local.clone())),
+                Ok(()) => {
+                    // The store holds the dead one: the fresh one goes in instead.
+                    self.unstored.extend(owned.stored_as.take());
+                    troubles.push(Trouble::Replaced(owned.local.clone()))
+                }
                 Err(e) => {
                     let trouble = Trouble::Dead(owned.local.clone(), e.to_string());
                     owned.problem = Some(trouble.to_string());

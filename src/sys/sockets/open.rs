@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use super::{Bound, Origin, Owned};
 use crate::config::{Host, ListenAddr, ListenSpec};
-use crate::protocol::activation::{FIRST_FD, Inherited, PassedSocket};
+use crate::protocol::activation::{FIRST_FD, Inherited, PassedSocket, is_stored};
 use crate::protocol::claim::BindAddr;
 use crate::sys::raw;
 
@@ -70,24 +70,43 @@ fn open_into(
     specs: &[ListenSpec],
     opts: SocketOptions,
 ) -> Result<(), ListenError> {
+    // What systemd kept in its fd store for a previous hotswap process: a
+    // `--listen` address takes its socket back; the rest were claimed at a
+    // child's bind() and wait for the next one.
+    let mut stored = Vec::new();
     for (i, name) in inherited.names.iter().enumerate() {
         let fd = FIRST_FD + i as i32;
         let adopted = raw::adopt_fd(fd).map_err(|e| ListenError::Inherited(fd, e))?;
         let local = describe(&adopted).map_err(|e| ListenError::Inherited(fd, e))?;
+        if is_stored(name) {
+            let mut owned = Owned::new(adopted, Origin::Restored, None)
+                .map_err(|e| ListenError::Inherited(fd, e))?;
+            owned.stored_as = Some(name.clone());
+            stored.push(owned);
+            continue;
+        }
         let passed = PassedSocket { name: name.clone(), address: local };
-        let owned = Owned::new(adopted, Origin::Systemd, Some(passed))
+        let mut owned = Owned::new(adopted, Origin::Systemd, Some(passed))
             .map_err(|e| ListenError::Inherited(fd, e))?;
+        owned.listen_index = Some(listeners.len());
         listeners.push(owned);
     }
-    let first_free = FIRST_FD + listeners.len() as i32;
-    raw::cloexec_from(first_free).map_err(|e| ListenError::Io("close-on-exec sweep".into(), e))?;
+    let from_systemd = listeners.len();
+    let mut next_fd = FIRST_FD + inherited.names.len() as i32;
+    raw::cloexec_from(next_fd).map_err(|e| ListenError::Io("close-on-exec sweep".into(), e))?;
     let reuseport = opts.slots > 1;
     let opts = SocketOptions { reuse_port: opts.reuse_port || reuseport, ..opts };
     for (index, spec) in specs.iter().enumerate() {
-        let target = FIRST_FD + listeners.len() as i32;
+        if let Some(mut owned) = take_stored(&mut stored, spec) {
+            owned.listen_index = Some(from_systemd + index);
+            owned.slot = (reuseport && !is_unix(spec)).then_some(0);
+            listeners.push(owned);
+            continue;
+        }
         let (mut fd, passed, created_file) = bind(spec, opts)?;
         // Pinned before anything else can close the file the socket was bound at.
-        let pinned = raw::pin_fd(&mut fd, target);
+        let pinned = raw::pin_fd(&mut fd, next_fd);
+        next_fd += 1;
         let owned = Owned::new(fd, Origin::Listen, Some(passed));
         let io_err = |e| ListenError::Io(spec.text.clone(), e);
         let mut owned = pinned.and(owned).map_err(|e| {
@@ -97,7 +116,7 @@ fn open_into(
             io_err(e)
         })?;
         owned.created_file = created_file;
-        owned.listen_index = Some(inherited.names.len() + index);
+        owned.listen_index = Some(from_systemd + index);
         let slotted = reuseport
             && !matches!(spec.addr, ListenAddr::UnixPath(_) | ListenAddr::UnixAbstract(_));
         if slotted {
@@ -116,7 +135,7 @@ fn open_into(
             // Where slot 0 bound it: the same port even for `:0`.
             let first = listeners
                 .iter()
-                .find(|o| o.listen_index == Some(inherited.names.len() + index))
+                .find(|o| o.listen_index == Some(from_systemd + index))
                 .and_then(|o| o.bound.clone());
             let same = match first.map(|b| b.addr) {
                 Some(BindAddr::Inet(addr)) => {
@@ -128,24 +147,65 @@ fn open_into(
                 }
                 _ => spec.clone(),
             };
-            let (fd, passed, _) = bind(&same, opts)?;
-            let passed = PassedSocket { address: listeners_address(listeners, index), ..passed };
-            let mut owned = Owned::new(fd, Origin::Listen, Some(passed))
-                .map_err(|e| ListenError::Io(spec.text.clone(), e))?;
-            owned.listen_index = Some(inherited.names.len() + index);
+            let address = listeners_address(listeners, index);
+            let mut owned = match take_stored(&mut stored, &same) {
+                Some(owned) => owned,
+                None => {
+                    let (fd, passed, _) = bind(&same, opts)?;
+                    Owned::new(fd, Origin::Listen, Some(passed))
+                        .map_err(|e| ListenError::Io(spec.text.clone(), e))?
+                }
+            };
+            if let Some(passed) = &mut owned.passed {
+                passed.address = address;
+            }
+            owned.listen_index = Some(from_systemd + index);
             owned.slot = Some(slot);
             listeners.push(owned);
         }
     }
-    for (i, listener) in listeners.iter_mut().enumerate() {
-        if i < inherited.names.len() {
-            listener.listen_index = Some(i);
-        }
+    for leftover in &stored {
+        tracing::info!("{} from systemd's fd store, claimed at a bind() before", leftover.local);
     }
+    listeners.extend(stored);
     for listener in listeners.iter() {
         set_blocking(&listener.fd).map_err(|e| ListenError::Io(listener.local.clone(), e))?;
     }
     Ok(())
+}
+
+fn is_unix(spec: &ListenSpec) -> bool {
+    matches!(spec.addr, ListenAddr::UnixPath(_) | ListenAddr::UnixAbstract(_))
+}
+
+/// The socket systemd's fd store kept for `spec`'s address, if any: it
+/// becomes that `--listen` socket again, unbound and never closed.
+fn take_stored(stored: &mut Vec<Owned>, spec: &ListenSpec) -> Option<Owned> {
+    let (stream, addr) = match &spec.addr {
+        ListenAddr::TcpAnyHost(port) => (true, BindAddr::Inet(any_host(*port))),
+        ListenAddr::Tcp(host, port) => (true, BindAddr::Inet(resolve(host, *port, spec).ok()?)),
+        ListenAddr::Udp(host, port) => (false, BindAddr::Inet(resolve(host, *port, spec).ok()?)),
+        ListenAddr::UnixPath(path) => (true, BindAddr::Unix(path.clone())),
+        ListenAddr::UnixAbstract(name) => (true, BindAddr::Abstract(name.as_bytes().to_vec())),
+    };
+    let port_given = !matches!(addr, BindAddr::Inet(a) if a.port() == 0);
+    let at = stored.iter().position(|o| {
+        o.bound.as_ref().is_some_and(|b| b.stream == stream && b.addr == addr) && port_given
+    })?;
+    let mut owned = stored.remove(at);
+    let name = spec.name.clone().unwrap_or_else(|| "unknown".to_string());
+    let address = match &spec.addr {
+        ListenAddr::TcpAnyHost(port) => port.to_string(),
+        ListenAddr::UnixAbstract(name) => format!("@{name}"),
+        ListenAddr::UnixPath(path) => path.display().to_string(),
+        _ => spec.text.trim_start_matches("tcp://").trim_start_matches("udp://").to_string(),
+    };
+    owned.origin = Origin::Listen;
+    owned.passed = Some(PassedSocket { name, address });
+    if let ListenAddr::UnixPath(path) = &spec.addr {
+        owned.created_file = Some(path.clone());
+    }
+    Some(owned)
 }
 
 /// The `SERVER_STARTER_PORT` address of `--listen` socket `index` (slot 0's).
