@@ -18,11 +18,25 @@
 //! - **pm2** (only when `node` and `pm2` are on PATH): benches/pm2/server.js in PM2 cluster mode,
 //!   K `pm2 reload`s;
 //!
-//! each in two load modes (a new connection per request; keep-alive), then three scale points:
-//! 100 listening sockets, 64 instances, 1,000 consecutive reloads (RSS and fds before and after),
-//! with an idle window in which hotswap must use no CPU; and a second table, **detection** (run
-//! first, printed last): for seven runtimes, how long after the app starts waiting on its
-//! socket hotswap sees it ready, and what its looking in /proc costs.
+//! each in two load modes (a new connection per request; keep-alive); then
+//!
+//! - **pairs** (issue 11): the throughput ratio hotswap ÷ direct as the median of `--pairs`
+//!   (5) interleaved pairs of short runs (direct, hotswap, direct, hotswap, …; `--short` 2 s
+//!   each, `--reloads` SIGHUPs in each hotswap run), with its spread (min–max, IQR), both modes:
+//!   a table of its own, and the ratio goal is judged on it;
+//! - **instances** (issue 11): under load with K reloads, both modes, `-n 4`, `-n 4 --rolling`,
+//!   `-n 4 --balance reuseport` and `-n 64` (failed requests, reload times, throughput); then
+//!   `-n 64` idle, `--spawn-reloads` SIGHUPs: HUP → every instance spawned (the arrival of
+//!   hotswap's `gen N started (pids …)` line) against the 10 ms target, and HUP → ready minus
+//!   the server's own boot, measured standalone between the reloads;
+//! - **spread** (issue 11): each instance's share of the requests (by the `HOTSWAP_INSTANCE`
+//!   of the pid that answered) and of the keep-alive connections, `--balance shared` vs
+//!   `reuseport`, for `-n 2` and `-n 4`, both modes, no reload: a table of its own;
+//!
+//! and the scale points: 100 listening sockets, 1,000 consecutive reloads (RSS and fds before
+//! and after), with an idle window in which hotswap must use no CPU; and a last table,
+//! **detection** (run first, printed last): for seven runtimes, how long after the app starts
+//! waiting on its socket hotswap sees it ready, and what its looking in /proc costs.
 //!
 //! It measures and prints; it asserts nothing. It writes `docs/bench/results.md` and
 //! `docs/bench/reload.svg` (`--no-write` to skip). Every process it starts is stopped and reaped
@@ -120,8 +134,10 @@ fn main() {
     }
     let goals = report::goals(&rows, &extras);
 
-    println!();
-    print!("{table}");
+    if !table_rows.is_empty() {
+        println!();
+        print!("{table}");
+    }
     for (title, t) in &others {
         println!("\n{title}:\n");
         print!("{t}");
