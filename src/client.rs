@@ -51,6 +51,10 @@ pub fn reload(args: ReloadArgs) -> i32 {
                     eprintln!("hotswap: reload cancelled: {reason}");
                     1
                 }
+                ReloadResult::Refused => {
+                    eprintln!("hotswap: rollback refused: {reason}");
+                    1
+                }
             });
             false
         }

@@ -176,6 +176,7 @@ fn start(
         spawner: Spawner {
             command: args.command,
             cwd,
+            env_file: None,
             intercept,
             watchdog_usec: args.watchdog.map(|d| d.as_micros() as u64),
         },

@@ -68,6 +68,10 @@ struct Generation {
     started_at: Instant,
     /// Restart counts per instance, for the backoff.
     restarts: BTreeMap<u32, u32>,
+    /// A rollback: the earlier generation whose release this one runs
+    /// (None: its own, resolved when it starts).
+    #[serde(default)]
+    release: Option<GenId>,
     /// `Spawn`s asked for and not answered yet: the generation is not gone
     /// before they are, or their children would belong to nothing.
     spawning: u32,
@@ -140,6 +144,8 @@ pub struct GenerationSnapshot {
     pub state: GenerationState,
     /// When its first instance was asked for.
     pub started_at: Instant,
+    /// The generation whose release it runs (itself, unless a rollback).
+    pub release: GenId,
 }
 
 /// One child in a [`Snapshot`].
@@ -196,6 +202,8 @@ struct State {
     warned: BTreeSet<String>,
     sockets_broken: Option<(String, Stamp)>,
     replacing: Vec<((GenId, u32), Pid)>,
+    #[serde(default)]
+    previous_release: Option<GenId>,
 }
 
 /// The supervisor of one service: see the module documentation.
@@ -216,6 +224,9 @@ pub struct Supervisor {
     sockets_broken: Option<(String, Instant)>,
     /// Spawns asked for to replace a serving child: (generation, instance) → that child.
     replacing: BTreeMap<(GenId, u32), Pid>,
+    /// The release the generation before the serving one ran: where
+    /// `hotswap rollback` goes.
+    previous_release: Option<GenId>,
     actions: VecDeque<Action>,
 }
 
@@ -237,6 +248,7 @@ impl Supervisor {
             warned: BTreeSet::new(),
             sockets_broken: None,
             replacing: BTreeMap::new(),
+            previous_release: None,
             actions: VecDeque::new(),
         };
         sup.start_generation(now);
@@ -256,6 +268,21 @@ impl Supervisor {
         }
         let starting = self.starting()?;
         deadline(&|t| *t == Timer::ReadyTimeout(starting))
+    }
+
+    /// The generation whose release `generation` runs: its own, or, for a
+    /// rollback, the earlier one's. The driver resolves a generation's
+    /// release (working directory, program, env file) when it starts, and
+    /// keeps it while [`Supervisor::releases_in_use`] names it.
+    pub fn release_of(&self, generation: GenId) -> GenId {
+        self.generations.get(&generation).and_then(|g| g.release).unwrap_or(generation)
+    }
+
+    /// The releases still needed: every known generation's, and the one a
+    /// rollback would go back to.
+    pub fn releases_in_use(&self) -> BTreeSet<GenId> {
+        let live = self.generations.keys().map(|&g| self.release_of(g));
+        live.chain(self.previous_release).collect()
     }
 
     /// Whether nothing is under way that cannot cross a re-exec of hotswap:
@@ -283,6 +310,7 @@ impl Supervisor {
             warned: self.warned.clone(),
             sockets_broken: self.sockets_broken.clone().map(|(r, at)| (r, Stamp(at))),
             replacing: self.replacing.iter().map(|(&k, &v)| (k, v)).collect(),
+            previous_release: self.previous_release,
         };
         handoff::at(now, || serde_json::to_string(&state).expect("the state serializes"))
     }
@@ -316,6 +344,7 @@ impl Supervisor {
             warned: state.warned,
             sockets_broken: state.sockets_broken.map(|(r, Stamp(at))| (r, at)),
             replacing: state.replacing.into_iter().collect(),
+            previous_release: state.previous_release,
             actions: VecDeque::new(),
         })
     }
@@ -347,10 +376,31 @@ impl Supervisor {
                 self.mode = Running { reload_pending: false, failed_starts: attempt };
                 self.start_generation(now);
             }
-            (Stopping { .. }, Event::Reload { waiter }) => {
+            (Stopping { .. }, Event::Reload { waiter } | Event::Rollback { waiter }) => {
                 if let Some(waiter) = waiter {
                     self.push(Action::Finish { waiter, outcome: Outcome::Cancelled });
                 }
+            }
+            (Running { .. }, Event::Rollback { waiter }) => {
+                let refused = match (self.starting(), self.previous_release) {
+                    (Some(g), _) => {
+                        Some(format!("gen {g} is starting: roll back once that reload is over"))
+                    }
+                    (None, None) => Some("no earlier release has served".to_string()),
+                    (None, Some(release)) => {
+                        if let Some(id) = waiter {
+                            self.waiters.add(id);
+                        }
+                        self.start_generation_from(now, Some(release));
+                        None
+                    }
+                };
+                if let Some(reason) = refused {
+                    self.refuse_rollback(waiter, reason);
+                }
+            }
+            (Retrying { .. }, Event::Rollback { waiter }) => {
+                self.refuse_rollback(waiter, "nothing serves yet".to_string())
             }
 
             (Running { .. } | Retrying { .. }, Event::Stop { graceful }) => {
@@ -503,6 +553,7 @@ impl Supervisor {
                     GenPhase::Retiring { .. } => GenerationState::Retiring,
                 },
                 started_at: g.started_at,
+                release: g.release.unwrap_or(id),
             })
             .collect();
         let children = self
@@ -881,6 +932,11 @@ impl Supervisor {
     // ---- transitions ----
 
     fn start_generation(&mut self, now: Instant) {
+        self.start_generation_from(now, None)
+    }
+
+    /// `release`: a rollback, to that generation's release.
+    fn start_generation_from(&mut self, now: Instant, release: Option<GenId>) {
         let generation = self.next_generation;
         self.next_generation += 1;
         self.generations.insert(
@@ -889,6 +945,7 @@ impl Supervisor {
                 phase: GenPhase::Starting,
                 started_at: now,
                 restarts: BTreeMap::new(),
+                release,
                 spawning: 0,
                 // Rolling means replacing: the very first generation starts whole.
                 rolling: self.config.rolling && self.serving().is_some(),
@@ -900,6 +957,9 @@ impl Supervisor {
             self.push(Action::Upstream(Upstream::Reloading { status }));
         }
         self.waiters.attach(generation);
+        if let Some(release) = release {
+            self.report(generation, Notice::RollingBack { generation, release });
+        }
         // Instance 0 now; each next one once the previous is spawned (or,
         // rolling, once it is ready).
         self.spawn(generation, 0);
@@ -926,6 +986,10 @@ impl Supervisor {
             self.mode = Mode::Running { reload_pending, failed_starts: 0 };
         }
         self.report(generation, Notice::Ready { generation, after, via });
+        // What served until now is what a rollback goes back to.
+        if let Some(&old) = olds.last() {
+            self.previous_release = Some(self.release_of(old));
+        }
         if olds.is_empty() {
             let finished = self.waiters.finish(generation, &Outcome::TookOver { generation });
             self.actions.extend(finished);
@@ -1061,6 +1125,13 @@ impl Supervisor {
         self.log(Notice::Replacing { generation, instance, pid, why });
         self.replacing.insert((generation, instance), pid);
         self.spawn(generation, instance);
+    }
+
+    fn refuse_rollback(&mut self, waiter: Option<WaiterId>, reason: String) {
+        self.log(Notice::RollbackRefused { reason: reason.clone() });
+        if let Some(waiter) = waiter {
+            self.push(Action::Finish { waiter, outcome: Outcome::Refused { reason } });
+        }
     }
 
     fn start_pending_reload(&mut self, now: Instant) {

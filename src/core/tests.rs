@@ -761,6 +761,50 @@ fn systemd_is_asked_to_wait_until_hotswaps_own_deadline_of_a_start_a_reload_or_a
 }
 
 #[test]
+fn rollback_runs_the_release_the_previous_serving_generation_ran() {
+    let mut h = Harness::serving(config());
+    // Nothing served before generation 1: nothing to roll back to.
+    let actions = h.event(Event::Rollback { waiter: Some(1) });
+    let reason = "no earlier release has served".to_string();
+    assert!(actions.contains(&Action::Finish { waiter: 1, outcome: Outcome::Refused { reason } }));
+    assert_eq!(logs(&actions), vec!["rollback refused: no earlier release has served"]);
+    h.event(Event::Reload { waiter: None });
+    h.ready(101);
+    h.exit(100, ExitStatus::Exited(0));
+    assert_eq!(h.sup.release_of(2), 2);
+    // Generation 3 runs generation 1's release, with a reload's report.
+    let actions = h.event(Event::Rollback { waiter: Some(2) });
+    assert_eq!(logs(&actions)[0], "rollback: gen 3 runs the release of gen 1");
+    assert_eq!(h.sup.release_of(3), 1);
+    assert_eq!(h.sup.releases_in_use(), BTreeSet::from([1, 2]));
+    h.ready(102);
+    let actions = h.exit(101, ExitStatus::Exited(0));
+    let took_over = Outcome::TookOver { generation: 3 };
+    assert!(actions.contains(&Action::Finish { waiter: 2, outcome: took_over }), "{actions:?}");
+    // Rolling back again goes to what generation 2 ran: a rollback is undone by a rollback.
+    h.event(Event::Rollback { waiter: None });
+    assert_eq!(h.sup.release_of(4), 2);
+    assert_eq!(h.sup.releases_in_use(), BTreeSet::from([1, 2]));
+}
+
+#[test]
+fn rollback_is_refused_while_a_reload_starts_and_cancelled_while_stopping() {
+    let mut h = Harness::serving(config());
+    h.event(Event::Reload { waiter: None });
+    h.ready(101);
+    h.event(Event::Reload { waiter: None });
+    let actions = h.event(Event::Rollback { waiter: Some(1) });
+    let refused = actions.iter().any(|a| {
+        matches!(a, Action::Finish { waiter: 1, outcome: Outcome::Refused { reason } }
+            if reason.contains("gen 3 is starting"))
+    });
+    assert!(refused, "{actions:?}");
+    h.event(Event::Stop { graceful: true });
+    let actions = h.event(Event::Rollback { waiter: Some(2) });
+    assert!(actions.contains(&Action::Finish { waiter: 2, outcome: Outcome::Cancelled }));
+}
+
+#[test]
 fn explicit_modes_are_not_told_the_auto_remedies() {
     let mut h = Harness::new(Config { ready_timeout: Duration::from_secs(2), ..config() });
     h.actions();
@@ -1256,6 +1300,14 @@ fn invariants_hold_under_random_events() {
                         next_waiter
                     });
                     h.event(Event::Reload { waiter })
+                }
+                18 => {
+                    let waiter = (rng.below(2) == 0).then(|| {
+                        next_waiter += 1;
+                        seen.open_waiters.insert(next_waiter);
+                        next_waiter
+                    });
+                    h.event(Event::Rollback { waiter })
                 }
                 2 if rng.below(8) == 0 => h.event(Event::Stop { graceful: rng.below(3) != 0 }),
                 3 => h.event(Event::Forward { signal: USR1 }),

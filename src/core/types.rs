@@ -135,6 +135,12 @@ pub enum Event {
         /// The `reload --wait` client that wants the outcome, if any.
         waiter: Option<WaiterId>,
     },
+    /// `hotswap rollback`: a new generation from the release the previous
+    /// serving generation ran (DESIGN.md §1).
+    Rollback {
+        /// The `rollback --wait` client that wants the outcome, if any.
+        waiter: Option<WaiterId>,
+    },
     /// TERM/INT or QUIT.
     Stop {
         /// True for TERM/INT (drain), false for QUIT (kill at once).
@@ -416,6 +422,12 @@ pub enum Outcome {
     },
     /// hotswap is stopping; the reload will not happen.
     Cancelled,
+    /// A rollback that cannot start: nothing to roll back to, or a reload
+    /// is under way.
+    Refused {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Notable moments, each one log line (and a reload step for waiters).
@@ -428,6 +440,18 @@ pub enum Notice {
         generation: GenId,
         /// Its children.
         pids: Vec<Pid>,
+    },
+    /// A rollback: the generation runs an earlier generation's release.
+    RollingBack {
+        /// The new generation.
+        generation: GenId,
+        /// The generation whose release it runs.
+        release: GenId,
+    },
+    /// A rollback could not start.
+    RollbackRefused {
+        /// Why.
+        reason: String,
     },
     /// Every instance of a generation is ready: it serves.
     Ready {
@@ -618,6 +642,10 @@ impl fmt::Display for Notice {
                 write!(f, "gen {generation} gone, drained after {}", fmt_duration(*after))
             }
             Notice::Failed { generation, reason } => write!(f, "gen {generation} failed: {reason}"),
+            Notice::RollingBack { generation, release } => {
+                write!(f, "rollback: gen {generation} runs the release of gen {release}")
+            }
+            Notice::RollbackRefused { reason } => write!(f, "rollback refused: {reason}"),
             Notice::ChildExited { generation, instance, pid, status } => {
                 write!(f, "gen {generation} instance {instance} (pid {pid}) {status}")
             }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::children::Handed as HandedChild;
 use crate::core::{ExitStatus, Pid};
 use crate::sys::sockets;
+use crate::sys::spawn::Release;
 use crate::sys::tracking::Tracker;
 use crate::sys::upstream::monotonic_usec;
 
@@ -51,6 +52,9 @@ pub struct DriverState {
     pub lingering: Vec<(Pid, ExitStatus)>,
     /// Children spawned so far (notify socket and cgroup names stay unique).
     pub spawned: u64,
+    /// What each generation runs, for the next instances and rollbacks.
+    #[serde(default)]
+    pub releases: Vec<(u64, Release)>,
 }
 
 impl DriverState {
@@ -61,6 +65,7 @@ impl DriverState {
         tracker: Tracker,
         lingering: Vec<(Pid, ExitStatus)>,
         spawned: u64,
+        releases: Vec<(u64, Release)>,
     ) -> DriverState {
         let exported_usec = monotonic_usec();
         let now = Instant::now();
@@ -71,6 +76,7 @@ impl DriverState {
             tracker,
             lingering,
             spawned,
+            releases,
         }
     }
 

@@ -24,7 +24,7 @@ use crate::sys::control::ControlRequest;
 use crate::sys::process::{self, Exit};
 use crate::sys::procfs::{self, Watched};
 use crate::sys::sockets::{SocketOptions, Sockets};
-use crate::sys::spawn::{Forked, Spawner, spawn_probe};
+use crate::sys::spawn::{Forked, Release, SpawnError, Spawner, spawn_probe};
 use crate::sys::tracking::Tracker;
 use crate::sys::upstream::{UpstreamSocket, monotonic_usec};
 
@@ -103,6 +103,8 @@ struct Driver {
     /// Retired children reaped while what they started still drains: the
     /// core hears of their exit once that is gone too.
     lingering: HashMap<Pid, ExitStatus>,
+    /// What each generation runs, while a generation or a rollback needs it.
+    releases: std::collections::BTreeMap<u64, Release>,
     /// Programs already named for running without the bind shim.
     unshimmed: std::collections::BTreeSet<String>,
     exit: Option<i32>,
@@ -169,6 +171,7 @@ pub async fn run(mut service: Service, resumed: Option<DriverState>) -> std::io:
         sampler: Sampler::default(),
         lingering: HashMap::new(),
         unshimmed: Default::default(),
+        releases: Default::default(),
         exit: None,
         control_fd,
         claims_fd,
@@ -325,7 +328,15 @@ impl Driver {
     fn perform(&mut self, sup: &mut Supervisor, action: Action) {
         match action {
             Action::Spawn { generation, instance } => {
-                let event = self.spawn(generation, instance);
+                let event = match self.release_for(sup, generation) {
+                    Ok(release) => self.spawn(&release, generation, instance),
+                    Err(e) => Event::SpawnFailed {
+                        generation,
+                        instance,
+                        status: Some(ExitStatus::Exited(e.exit_code())),
+                        reason: e.to_string(),
+                    },
+                };
                 sup.handle(Instant::now(), event);
             }
             Action::Stop { pid, signal } => {
@@ -378,7 +389,27 @@ impl Driver {
         }
     }
 
-    fn spawn(&mut self, generation: u64, instance: u32) -> Event {
+    /// The release `generation` runs: resolved now for its first instance,
+    /// the kept one for the next instances and for a rollback. Releases no
+    /// generation needs any more are dropped.
+    fn release_for(&mut self, sup: &Supervisor, generation: u64) -> Result<Release, SpawnError> {
+        let id = sup.release_of(generation);
+        if let Some(release) = self.releases.get(&id) {
+            return Ok(release.clone());
+        }
+        if id != generation {
+            let gone = std::io::Error::other(format!("the release of gen {id} is not kept"));
+            return Err(SpawnError::Directory(format!("gen {id}"), gone));
+        }
+        let release = self.service.spawner.resolve_release()?;
+        tracing::debug!("gen {generation} runs {release:?}");
+        let in_use = sup.releases_in_use();
+        self.releases.retain(|g, _| in_use.contains(g));
+        self.releases.insert(generation, release.clone());
+        Ok(release)
+    }
+
+    fn spawn(&mut self, release: &Release, generation: u64, instance: u32) -> Event {
         self.spawned += 1;
         let file_name = format!("{generation}.{instance}.{}", self.spawned);
         let ready = &self.service.ready;
@@ -404,7 +435,7 @@ impl Driver {
         let env = channels.env.clone();
         let sockets = self.service.sockets.passed_for(instance);
         let spawner = &self.service.spawner;
-        match spawner.spawn(generation, instance, &sockets, env, &extra_fds, cgroup) {
+        match spawner.spawn(release, generation, instance, &sockets, env, &extra_fds, cgroup) {
             Ok(Forked { pid, exec_report }) => {
                 tracing::debug!("gen {generation} instance {instance} spawned pid {pid}");
                 self.tracker.spawned(pid, generation, instance, placement);
@@ -679,6 +710,7 @@ impl Driver {
             self.tracker.clone(),
             self.lingering.iter().map(|(&pid, &status)| (pid, status)).collect(),
             self.spawned,
+            self.releases.iter().map(|(&g, r)| (g, r.clone())).collect(),
         );
         let handoff = Handoff::new(
             binary.clone(),
@@ -701,6 +733,7 @@ impl Driver {
         self.tracker = state.tracker;
         self.lingering = state.lingering.into_iter().collect();
         self.spawned = state.spawned;
+        self.releases = state.releases.into_iter().collect();
         for child in state.children {
             let pid = child.pid;
             let watch = child.channels.and_then(|handed| {
@@ -776,7 +809,9 @@ impl Driver {
     fn on_control(&mut self, sup: &Supervisor, request: ControlRequest) -> Option<Event> {
         match request.request {
             Request::Status => {
-                let status = status::build(&self.service, self.started_at, &sup.snapshot());
+                let snapshot = sup.snapshot();
+                let status =
+                    status::build(&self.service, self.started_at, &snapshot, &self.releases);
                 let _ = request.reply.send(Reply::Status(Box::new(status)));
                 None
             }
@@ -789,6 +824,16 @@ impl Driver {
                 self.next_waiter += 1;
                 self.waiters.insert(waiter, request.reply);
                 Some(Event::Reload { waiter: Some(waiter) })
+            }
+            Request::Rollback { wait: false } => {
+                let _ = request.reply.send(Reply::Accepted { accepted: true });
+                Some(Event::Rollback { waiter: None })
+            }
+            Request::Rollback { wait: true } => {
+                let waiter = self.next_waiter;
+                self.next_waiter += 1;
+                self.waiters.insert(waiter, request.reply);
+                Some(Event::Rollback { waiter: Some(waiter) })
             }
         }
     }
@@ -816,6 +861,7 @@ fn done(outcome: Outcome) -> Reply {
         Outcome::Cancelled => {
             (ReloadResult::Cancelled, None, Some("hotswap is stopping".to_string()))
         }
+        Outcome::Refused { reason } => (ReloadResult::Refused, None, Some(reason)),
     };
     Reply::Done { result, generation, reason }
 }

@@ -4,16 +4,25 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::Service;
-use crate::core::{ChildPhase, Snapshot};
+use std::collections::BTreeMap;
+
+use crate::core::{ChildPhase, GenerationState as CoreState, Snapshot};
 use crate::protocol::activation::FIRST_FD;
 use crate::protocol::claim::BindAddr;
 use crate::protocol::control::{
-    ChildState, ChildStatus, LastReloadResult, ReloadStatus, SocketStatus, Status,
+    ChildState, ChildStatus, GenerationState, GenerationStatus, LastReloadResult, ReloadStatus,
+    SocketStatus, Status,
 };
 use crate::sys::procfs;
+use crate::sys::spawn::Release;
 
 /// The reply to `{"cmd":"status"}`.
-pub fn build(service: &Service, started_at: SystemTime, snapshot: &Snapshot) -> Status {
+pub fn build(
+    service: &Service,
+    started_at: SystemTime,
+    snapshot: &Snapshot,
+    releases: &BTreeMap<u64, Release>,
+) -> Status {
     let now = Instant::now();
     let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     let unix_time = |at: Instant| wall - now.duration_since(at).as_secs_f64();
@@ -51,6 +60,24 @@ pub fn build(service: &Service, started_at: SystemTime, snapshot: &Snapshot) -> 
             })
             .collect(),
         generation: snapshot.serving(),
+        generations: snapshot
+            .generations
+            .iter()
+            .map(|g| {
+                let release = releases.get(&g.release);
+                GenerationStatus {
+                    id: g.id,
+                    state: match g.state {
+                        CoreState::Starting => GenerationState::Starting,
+                        CoreState::Serving => GenerationState::Serving,
+                        CoreState::Retiring => GenerationState::Retiring,
+                    },
+                    release: release.and_then(|r| r.dir.as_ref()).map(|d| d.display().to_string()),
+                    program: release.map(|r| r.program.display().to_string()),
+                    release_of: (g.release != g.id).then_some(g.release),
+                }
+            })
+            .collect(),
         children: snapshot
             .children
             .iter()

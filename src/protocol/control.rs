@@ -13,6 +13,11 @@ pub enum Request {
         #[serde(default)]
         wait: bool,
     },
+    /// A new generation from the previous serving generation's release.
+    Rollback {
+        #[serde(default)]
+        wait: bool,
+    },
     Status,
 }
 
@@ -59,6 +64,9 @@ pub enum ReloadResult {
     Stopped,
     /// hotswap is stopping; the reload will not happen (client exit 1).
     Cancelled,
+    /// A rollback that could not start: nothing to roll back to, or a
+    /// reload under way (client exit 1).
+    Refused,
 }
 
 /// Where a child is in its life, as `status` shows it.
@@ -115,6 +123,9 @@ pub struct Status {
     pub sockets: Vec<SocketStatus>,
     /// The serving generation.
     pub generation: Option<u64>,
+    /// Every generation with children, oldest first, with what it runs.
+    #[serde(default)]
+    pub generations: Vec<GenerationStatus>,
     pub children: Vec<ChildStatus>,
     pub last_reload: Option<ReloadStatus>,
 }
@@ -133,6 +144,33 @@ pub struct SocketStatus {
     /// What is wrong with it, if anything (its file no longer names it, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+}
+
+/// Where a generation is in its life, as `status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GenerationState {
+    /// Waiting for its instances to be ready.
+    Starting,
+    /// Serving.
+    Serving,
+    /// Draining, failed or stopped; gone when its last child is.
+    Retiring,
+}
+
+/// One generation and the release it runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStatus {
+    pub id: u64,
+    pub state: GenerationState,
+    /// Its working directory with symlinks resolved: the release a `current`
+    /// symlink pointed to when it started.
+    pub release: Option<String>,
+    /// Its program, an absolute path with symlinks resolved.
+    pub program: Option<String>,
+    /// A rollback: the generation whose release it runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_of: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

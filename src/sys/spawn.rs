@@ -25,6 +25,10 @@ pub enum SpawnError {
     NotExecutable(String),
     #[error("cannot execute {0}: {1}")]
     Exec(String, io::Error),
+    #[error("working directory {0}: {1}")]
+    Directory(String, io::Error),
+    #[error("--env-file {0}: {1}")]
+    EnvFile(String, String),
 }
 
 impl SpawnError {
@@ -69,11 +73,28 @@ pub fn resolve_program(program: &OsStr, cwd: Option<&Path>) -> Result<PathBuf, S
     }
 }
 
+/// What one generation runs (DESIGN.md §1, "releases"): resolved when it
+/// starts, so that a `current` symlink swapped to a new release, then a
+/// reload, runs the new release; and kept, so that `hotswap rollback` can
+/// run it again whatever the symlink says by then.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Release {
+    /// The working directory, symlinks resolved (`--chdir`, else `$PWD`).
+    pub dir: Option<PathBuf>,
+    /// The program, as an absolute path with symlinks resolved.
+    pub program: PathBuf,
+    /// What `--env-file` said then.
+    pub env: Vec<(String, String)>,
+}
+
 /// What every generation's children share.
 pub struct Spawner {
     pub command: Vec<OsString>,
-    /// Resolved anew for every child, so a swapped `current` symlink is followed.
+    /// `--chdir`, else `$PWD` as the user sees it: resolved anew for every
+    /// generation (`resolve_release`), so a swapped `current` symlink is followed.
     pub cwd: Option<PathBuf>,
+    /// `--env-file`: read anew for every generation.
+    pub env_file: Option<PathBuf>,
     /// The bind shim every child gets, unless `--intercept-bind off`.
     pub intercept: Option<Intercept>,
     /// `--watchdog`, in microseconds, for the children's `WATCHDOG_USEC`.
@@ -90,13 +111,43 @@ pub struct Intercept {
 }
 
 impl Spawner {
-    /// Starts one child with `sockets` (hotswap's fd, and how to name it) at
-    /// fds 3, 4, … in order, `extra_env` and the `extra_fds` it names, in the
-    /// cgroup whose `cgroup.procs` is open as `cgroup_procs`. Returns once it
-    /// is forked, with its pid (also its process group id) and the pipe that
-    /// reports a failed exec.
+    /// What a generation starting now runs: the working directory and the
+    /// program with symlinks resolved, the env file read.
+    ///
+    /// # Errors
+    /// The directory or the program is gone, or the env file is unreadable
+    /// or has a malformed line (named): that generation fails to start.
+    pub fn resolve_release(&self) -> Result<Release, SpawnError> {
+        let dir = match &self.cwd {
+            Some(dir) => Some(
+                std::fs::canonicalize(dir)
+                    .map_err(|e| SpawnError::Directory(dir.display().to_string(), e))?,
+            ),
+            None => None,
+        };
+        let found = resolve_program(&self.command[0], dir.as_deref())?;
+        let absolute = match &dir {
+            Some(dir) if found.is_relative() => dir.join(&found),
+            _ => found,
+        };
+        let program = std::fs::canonicalize(&absolute)
+            .map_err(|e| SpawnError::Exec(self.command[0].to_string_lossy().into_owned(), e))?;
+        let env = match &self.env_file {
+            Some(path) => read_env_file(path)?,
+            None => Vec::new(),
+        };
+        Ok(Release { dir, program, env })
+    }
+
+    /// Starts one child of `release` with `sockets` (hotswap's fd, and how
+    /// to name it) at fds 3, 4, … in order, `extra_env` and the `extra_fds`
+    /// it names, in the cgroup whose `cgroup.procs` is open as
+    /// `cgroup_procs`. Returns once it is forked, with its pid (also its
+    /// process group id) and the pipe that reports a failed exec.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         &self,
+        release: &Release,
         generation: u64,
         instance: u32,
         sockets: &[(RawFd, PassedSocket)],
@@ -105,10 +156,16 @@ impl Spawner {
         cgroup_procs: Option<RawFd>,
     ) -> Result<Forked, SpawnError> {
         let program = &self.command[0];
-        let path = resolve_program(program, self.cwd.as_deref())?;
+        let path = &release.program;
         let passed: Vec<PassedSocket> = sockets.iter().map(|(_, s)| s.clone()).collect();
         let env = ChildEnv { sockets: &passed, generation, instance, extra: extra_env };
-        let mut env = env.build(std::env::vars_os());
+        // The env file's variables over hotswap's own; the shell's PWD names the release.
+        let mut base: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !release.env.iter().any(|(key, _)| k == key.as_str()) && k != "PWD")
+            .collect();
+        base.extend(release.env.iter().map(|(k, v)| (k.into(), v.into())));
+        base.extend(release.dir.iter().map(|d| ("PWD".into(), d.clone().into_os_string())));
+        let mut env = env.build(base);
         if let Some(intercept) = &self.intercept {
             let at = env.iter().position(|(k, _)| k == "LD_PRELOAD");
             let existing = at.map(|at| env.remove(at).1);
@@ -123,7 +180,7 @@ impl Spawner {
             sockets.iter().zip(FIRST_FD..).map(|((fd, _), at)| (*fd, at)).collect();
         let shown = || program.to_string_lossy().into_owned();
         let plan =
-            ExecPlan::new(&path, self.command.clone(), env, extra_fds.to_vec(), self.cwd.clone())
+            ExecPlan::new(path, self.command.clone(), env, extra_fds.to_vec(), release.dir.clone())
                 .map_err(|e| SpawnError::Exec(shown(), e))?;
         let mut plan = plan.with_fds_at(fd_map);
         if let Some(fd) = cgroup_procs {
@@ -144,6 +201,17 @@ pub fn spawn_probe(command: &str, child: u32) -> Result<u32, SpawnError> {
     let exec_error = |e| SpawnError::Exec("/bin/sh".into(), e);
     let plan = ExecPlan::new(shell, argv, env, Vec::new(), None).map_err(exec_error)?;
     plan.helper().spawn().map(|forked| forked.pid).map_err(exec_error)
+}
+
+/// The variables of the env file at `path`.
+///
+/// # Errors
+/// It cannot be read, or a line is malformed (`line N: why`).
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, SpawnError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SpawnError::EnvFile(shown.clone(), e.to_string()))?;
+    crate::protocol::envfile::parse(&text).map_err(|e| SpawnError::EnvFile(shown, e.to_string()))
 }
 
 /// Why `forked`'s exec failed, once it has exited; None if it succeeded.
