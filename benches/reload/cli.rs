@@ -38,7 +38,8 @@ cargo bench --bench reload [-- OPTIONS]
   --clients N             concurrent clients (each mode uses N workers of its kind) [8]
   --instances N           the multi-instance hotswap row [2]
   --scale-sockets N       listening sockets of the socket scale point, 0 skips it [100]
-  --scale-instances N     instances of the instance scale point, 0 skips it [64]
+  --scale-instances N     instances of the many-instance rows of the instances group (under
+                          load, and idle for HUP → every instance spawned), 0 skips them [64]
   --scale-reloads N       consecutive reloads of the reload scale point, 0 skips it [1000]
   --pairs N               interleaved direct/hotswap pairs per load mode for the throughput
                           ratio (its median and spread), 0 skips them [5]

@@ -1,7 +1,7 @@
 //! The reload benchmark: what hotswap costs and what it saves, side by side in one run.
 //!
 //! ```text
-//! cargo bench --bench reload                       # defaults: well under 2 minutes on 2 cores
+//! cargo bench --bench reload                       # defaults: about 5 minutes on 2 cores
 //! cargo bench --bench reload -- --duration 10s --reloads 20 --clients 32
 //! ```
 //!

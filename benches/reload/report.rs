@@ -436,12 +436,16 @@ fn spawn_goal(rows: &[Row], extras: &Extras) -> Vec<String> {
         g.push(format!(
             "HUP → every instance spawned ≤ 10 ms, -n {} idle: {verdict} (measured p50 {}, max \
              {}, over {} SIGHUPs: from the signal to the arrival of hotswap's `gen N started \
-             (pids …)` line; HUP → the first new instance's first line p50 {})",
+             (pids …)` line; HUP → the first new instance's first line p50 {}; hotswap spawns \
+             them one after the other on its main thread, each with its notify socket, ready \
+             pipe, channel and cgroup, while the ones spawned already exec and boot on the \
+             same cores; hotswap's own CPU over the whole reload p50 {})",
             s.instances,
             p50(&spawned),
             spawned.iter().max().map_or("–".into(), |d| ms(*d)),
             spawned.len(),
             p50(&s.first_line),
+            p50(&s.cpu),
         ));
         g.push(format!(
             "reload overhead beyond the server's own boot, -n {} idle: HUP → ready p50 {} minus \

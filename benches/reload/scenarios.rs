@@ -758,6 +758,9 @@ pub struct SpawnIdle {
     pub instances: u32,
     /// HUP → the first line of the first new instance (it runs the server by then).
     pub first_line: Vec<Duration>,
+    /// hotswap's own CPU time over each whole reload (spawns, readiness looks, retiring,
+    /// reaping), from schedstat.
+    pub cpu: Vec<Duration>,
     /// The server's own boot standalone (spawn → its `ready` line), sorted.
     pub boots: Vec<Duration>,
 }
@@ -779,12 +782,15 @@ fn run_spawn_idle(bins: &Bins, n: u32, opts: &Opts) -> SpawnIdle {
     let mut hs = Hotswap::start(bins, &[local(port)], n, &[], Duration::ZERO, opts.verbose);
     let boot_port = free_ports(1)[0];
     let boots_each = opts.boots.div_ceil(opts.spawn_reloads);
-    let (mut reloads, mut first_line, mut boots) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut reloads, mut first_line, mut boots, mut cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..opts.spawn_reloads {
         // Idle: the last generation gone and reaped, its children's exits logged.
         std::thread::sleep(Duration::from_millis(300));
         let from = hs.log().line_count();
+        let cpu_before = hs.usage().cpu_ns;
         let r = hs.hup();
+        cpu.push(Duration::from_nanos(hs.usage().cpu_ns.saturating_sub(cpu_before)));
         let generation = hs.generation();
         let first = hs.log().wait(from, Duration::ZERO, |lines| {
             let texts: Vec<String> = lines.iter().map(|(_, l)| l.clone()).collect();
@@ -812,7 +818,7 @@ fn run_spawn_idle(bins: &Bins, n: u32, opts: &Opts) -> SpawnIdle {
     row.label = format!("hotswap -n {n}, idle");
     row.reloads = reloads;
     row.usage = Some(usage);
-    let mut s = SpawnIdle { row, instances: n, first_line, boots };
+    let mut s = SpawnIdle { row, instances: n, first_line, cpu, boots };
     let (ready, boot) = (quantile(&s.ready(), 0.5), quantile(&s.boots, 0.5));
     let beyond = match (ready, boot) {
         (Some(r), Some(b)) => format!("{:+.1} ms", (r.as_secs_f64() - b.as_secs_f64()) * 1e3),
@@ -821,12 +827,13 @@ fn run_spawn_idle(bins: &Bins, n: u32, opts: &Opts) -> SpawnIdle {
     let note = format!(
         "no load, {} SIGHUPs; HUP → every instance spawned {}; HUP → the first new instance's \
          first line {}; the server's own boot standalone: p50 {} ({} starts); HUP → ready p50 \
-         minus that boot: {beyond}; hotswap fds {}",
+         minus that boot: {beyond}; hotswap's own CPU per reload {}; hotswap fds {}",
         s.row.reloads.len(),
         p50_max(&s.spawned()),
         p50_max(&s.first_line),
         boot.map_or("–".into(), ms),
         s.boots.len(),
+        p50_max(&s.cpu),
         usage.fds
     );
     s.row.notes.push(note);
