@@ -28,6 +28,9 @@ pub struct Cli {
 pub enum Command {
     /// Reload a running hotswap: start a new generation, retire the old one.
     Reload(ReloadArgs),
+    /// Start a generation from what the previous serving generation ran (its
+    /// release directory, program and env file), with a reload's readiness and report.
+    Rollback(ReloadArgs),
     /// Show a running hotswap's generations, children and last reload.
     Status(StatusArgs),
 }
@@ -101,6 +104,23 @@ pub struct RunArgs {
     /// The children's working directory, resolved anew for every generation [default: $PWD].
     #[arg(long, value_name = "DIR", env = "HOTSWAP_CHDIR")]
     pub chdir: Option<PathBuf>,
+
+    /// KEY=VALUE lines (# comments, blank lines, one pair of quotes stripped) added to the
+    /// children's environment, read anew for every generation.
+    #[arg(long, value_name = "PATH", env = "HOTSWAP_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
+
+    /// Run the children as this user (name or uid), with its groups; hotswap binds first.
+    #[arg(long, value_name = "USER", env = "HOTSWAP_USER")]
+    pub user: Option<String>,
+
+    /// Run the children with this group (name or gid) and no other.
+    #[arg(long, value_name = "GROUP", env = "HOTSWAP_GROUP")]
+    pub group: Option<String>,
+
+    /// hotswap's own log lines: human, or json (one object per line).
+    #[arg(long, value_enum, default_value = "human", env = "HOTSWAP_LOG_FORMAT")]
+    pub log_format: crate::logging::LogFormat,
 
     /// Write hotswap's pid here (atomically); removed on exit.
     #[arg(long, value_name = "PATH", env = "HOTSWAP_PID_FILE")]

@@ -10,20 +10,25 @@ use crate::sys::paths;
 
 /// Exit codes: 0 took over, 1 rolled back, 2 usage or no such service,
 /// 3 `--timeout` passed first, 4 permission denied.
-pub fn reload(args: ReloadArgs) -> i32 {
+/// `rollback`: the same, for a generation from the previous release.
+pub fn reload(args: ReloadArgs, rollback: bool) -> i32 {
     let path = match control_path(&args.target) {
         Ok(path) => path,
         Err(e) => return fail(&e),
     };
     let mut outcome = None;
-    let request = Request::Reload { wait: args.wait };
+    let what = if rollback { "rollback" } else { "reload" };
+    let request = match rollback {
+        false => Request::Reload { wait: args.wait },
+        true => Request::Rollback { wait: args.wait },
+    };
     let result = control::request(&path, &request, args.timeout, |reply| match reply {
         Reply::Step { step } => {
             println!("{step}");
             true
         }
         Reply::Accepted { .. } => {
-            println!("reload requested");
+            println!("{what} requested");
             outcome = Some(0);
             false
         }
@@ -36,7 +41,7 @@ pub fn reload(args: ReloadArgs) -> i32 {
                     0
                 }
                 ReloadResult::RolledBack => {
-                    eprintln!("hotswap: reload failed, {generation}rolled back: {reason}");
+                    eprintln!("hotswap: {what} failed, {generation}rolled back: {reason}");
                     1
                 }
                 ReloadResult::Stopped => {
@@ -48,7 +53,7 @@ pub fn reload(args: ReloadArgs) -> i32 {
                     1
                 }
                 ReloadResult::Cancelled => {
-                    eprintln!("hotswap: reload cancelled: {reason}");
+                    eprintln!("hotswap: {what} cancelled: {reason}");
                     1
                 }
                 ReloadResult::Refused => {

@@ -17,7 +17,7 @@ fn main() {
         }
         e.exit()
     });
-    hotswap::logging::init();
+    hotswap::logging::init(cli.run.log_format);
     if let Err(e) = blocked {
         tracing::warn!("signal mask: {e}");
     }
@@ -25,7 +25,8 @@ fn main() {
         Some(command) => {
             let _ = process::unblock_all_signals();
             match command {
-                Command::Reload(args) => hotswap::client::reload(args),
+                Command::Reload(args) => hotswap::client::reload(args, false),
+                Command::Rollback(args) => hotswap::client::reload(args, true),
                 Command::Status(args) => hotswap::client::status(args),
             }
         }

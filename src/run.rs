@@ -12,10 +12,11 @@ use crate::driver::handoff::{DriverState, Handoff};
 use crate::driver::{self, Service};
 use crate::protocol::activation;
 use crate::sys::control::{self, BindError};
+use crate::sys::identity::{self, IdentityError, RunAs};
 use crate::sys::paths;
 use crate::sys::process;
 use crate::sys::sockets::{self, ListenError, SocketOptions, Sockets};
-use crate::sys::spawn::{Intercept, SpawnError, Spawner, resolve_program};
+use crate::sys::spawn::{Intercept, SpawnError, Spawner, read_env_file, resolve_program};
 use crate::sys::upstream::UpstreamSocket;
 use crate::sys::{claims, preload, reexec};
 
@@ -34,6 +35,8 @@ pub enum StartError {
     BadName(String),
     #[error("LISTEN_FDS: {0}")]
     Activation(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     #[error(transparent)]
     Listen(#[from] ListenError),
     #[error(transparent)]
@@ -102,7 +105,11 @@ fn start(
             return Err(StartError::NoWatchPath(missing.clone()));
         }
         resolve_program(program, cwd.as_deref())?;
+        if let Some(path) = &args.env_file {
+            read_env_file(path)?;
+        }
     }
+    let run_as = identity::resolve(args.user.as_deref(), args.group.as_deref())?;
     let name = match args.name.clone() {
         Some(name) => name,
         None => Path::new(program)
@@ -126,11 +133,11 @@ fn start(
         socket_mode: args.socket_mode.unwrap_or(0o666 & !process::umask()),
     };
     let opened = match resumed {
-        None => open_fresh(&args, &name, &control_path, options, cleanup)?,
+        None => open_fresh(&args, &name, &control_path, options, run_as.as_ref(), cleanup)?,
         Some(handoff) => take_back(handoff, &control_path, cleanup)?,
     };
     let intercept = match (&opened.claims, args.intercept_bind) {
-        (Some(_), OnOff::On) => match install_preload(&name) {
+        (Some(_), OnOff::On) => match install_preload(&name, run_as.as_ref(), cleanup) {
             Ok(intercept) => Some(intercept),
             Err(e) => {
                 tracing::warn!(
@@ -176,7 +183,8 @@ fn start(
         spawner: Spawner {
             command: args.command,
             cwd,
-            env_file: None,
+            env_file: args.env_file,
+            run_as,
             intercept,
             watchdog_usec: args.watchdog.map(|d| d.as_micros() as u64),
         },
@@ -213,6 +221,7 @@ fn open_fresh(
     name: &str,
     control_path: &Path,
     options: SocketOptions,
+    run_as: Option<&RunAs>,
     cleanup: &mut Cleanup,
 ) -> Result<Opened, StartError> {
     // The sockets come first, so they sit at fds 3.. before anything else opens an fd.
@@ -234,7 +243,7 @@ fn open_fresh(
     }
     let control = control::bind(control_path)?;
     cleanup.files.push(control_path.to_path_buf());
-    let notify_dir = notify_dir(name)?;
+    let notify_dir = notify_dir(name, run_as)?;
     cleanup.dirs.push(notify_dir.clone());
     let claims = match args.intercept_bind {
         OnOff::On => match claims::listen_on(&paths::claim_socket(name)) {
@@ -315,26 +324,56 @@ const NOTIFY_NAME_MAX: usize = 40;
 
 /// The directory of the children's notify sockets: in the runtime directory,
 /// or, when a socket there would not fit `sun_path`, a short private one.
-fn notify_dir(name: &str) -> Result<PathBuf, StartError> {
+/// With `--user`, other users may pass through it (0711) to the one socket
+/// each child owns; they still cannot list it. When the child's user cannot
+/// reach the runtime directory (an `XDG_RUNTIME_DIR` of mode 0700), a short
+/// private directory in /tmp serves instead.
+fn notify_dir(name: &str, run_as: Option<&RunAs>) -> Result<PathBuf, StartError> {
     let dir = paths::notify_dir(name);
-    if paths::socket_fits(&dir, NOTIFY_NAME_MAX) {
-        paths::private_dir(&dir).map_err(|e| StartError::Io(dir.display().to_string(), e))?;
+    let io = |dir: &Path, e| StartError::Io(dir.display().to_string(), e);
+    let passable = |dir: &Path| match run_as {
+        Some(_) => paths::set_mode(dir, 0o711).map_err(|e| io(dir, e)),
+        None => Ok(()),
+    };
+    let reachable = run_as.is_none_or(|r| {
+        let parent = dir.parent().unwrap_or(&dir);
+        paths::reachable_by(parent, r.identity.uid, &r.identity.groups)
+    });
+    if paths::socket_fits(&dir, NOTIFY_NAME_MAX) && reachable {
+        paths::private_dir(&dir).map_err(|e| io(&dir, e))?;
+        passable(&dir)?;
         return Ok(dir);
     }
     let short = paths::short_private_dir().map_err(|e| {
         StartError::Io(format!("{} is too long for unix sockets", dir.display()), e)
     })?;
+    passable(&short)?;
     tracing::info!(
-        "notify sockets in {} ({} is too long for a unix socket path)",
+        "notify sockets in {} ({} is too long for a unix socket path, or out of --user's reach)",
         short.display(),
         dir.display()
     );
     Ok(short)
 }
 
-/// The preload library's file, and how children find the claim socket.
-fn install_preload(name: &str) -> std::io::Result<Intercept> {
-    let dir = paths::preload_dir();
+/// The preload library's file, and how children find the claim socket. In
+/// the runtime directory, unless `--user`'s user cannot reach it there:
+/// then in a private directory in /tmp, removed at exit.
+fn install_preload(
+    name: &str,
+    run_as: Option<&RunAs>,
+    cleanup: &mut Cleanup,
+) -> std::io::Result<Intercept> {
+    let mut dir = paths::preload_dir();
+    if let Some(r) = run_as {
+        let parent = dir.parent().unwrap_or(&dir).to_path_buf();
+        if !paths::reachable_by(&parent, r.identity.uid, &r.identity.groups) {
+            let own = paths::short_private_dir()?;
+            paths::set_mode(&own, 0o755)?;
+            cleanup.dirs.push(own.clone());
+            dir = own.join("lib");
+        }
+    }
     let library = preload::install(&dir)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     let claim = paths::claim_socket(name);

@@ -430,6 +430,55 @@ pub enum Outcome {
     },
 }
 
+/// What a [`Notice`] is about, for structured logs (`--log-format json`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Subject {
+    /// The generation it is about.
+    pub generation: Option<GenId>,
+    /// The instance, when one.
+    pub instance: Option<u32>,
+    /// The child, when one.
+    pub pid: Option<Pid>,
+}
+
+impl Notice {
+    /// The generation, instance and child this notice is about.
+    pub fn subject(&self) -> Subject {
+        use Notice::*;
+        let generation = |g: &GenId| Subject { generation: Some(*g), ..Subject::default() };
+        let child = |g: &GenId, i: Option<u32>, p: Pid| Subject {
+            generation: Some(*g),
+            instance: i,
+            pid: Some(p),
+        };
+        match self {
+            Started { generation: g, .. }
+            | RollingBack { generation: g, .. }
+            | Ready { generation: g, .. }
+            | NeverReady { generation: g }
+            | Retiring { generation: g, .. }
+            | Drained { generation: g, .. }
+            | Failed { generation: g, .. }
+            | Retrying { generation: g, .. }
+            | RolloutStopped { generation: g, .. } => generation(g),
+            Restarting { generation: g, instance, .. }
+            | InstanceReady { generation: g, instance, .. } => {
+                Subject { instance: Some(*instance), ..generation(g) }
+            }
+            OwnListener { generation: g, pid, .. } | Killing { generation: g, pid, .. } => {
+                child(g, None, *pid)
+            }
+            ChildExited { generation: g, instance, pid, .. }
+            | Restarted { generation: g, instance, pid }
+            | InstanceStarted { generation: g, instance, pid }
+            | Replacing { generation: g, instance, pid, .. }
+            | ReplaceFailed { generation: g, instance, pid, .. } => child(g, Some(*instance), *pid),
+            Replaced { generation: g, instance, new, .. } => child(g, Some(*instance), *new),
+            RollbackRefused { .. } | Stopping { .. } => Subject::default(),
+        }
+    }
+}
+
 /// Notable moments, each one log line (and a reload step for waiters).
 /// Tests and the benchmark wait for these lines: their `Display` is an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]

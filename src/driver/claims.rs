@@ -112,7 +112,7 @@ fn bind(
     };
     let slot = (service.socket_options.slots > 1).then_some(member.instance).flatten();
     if let Some(owned) = service.sockets.for_bind(stream, &addr, slot) {
-        if !may_use(peer, owned, &addr) {
+        if !may_use(peer, owned, &addr, service) {
             let why = "Permission denied (hotswap binds no port its user could not)";
             return refused(libc::EACCES, why.into());
         }
@@ -123,7 +123,7 @@ fn bind(
         // A unix socket hotswap does not own stays the app's own (gunicorn.ctl).
         return (Reply::No, None, None);
     };
-    if needs_privilege(inet) && !peer_privileged(peer) {
+    if needs_privilege(inet) && !peer_privileged(peer, service) {
         return refused(libc::EACCES, "Permission denied".into());
     }
     let backlog = service.socket_options.backlog;
@@ -151,10 +151,10 @@ fn give(owned: &Owned, shown: &str) -> (Reply, Option<OwnedFd>, Option<Event>) {
 
 /// Whether `peer` may have `owned` for its bind of `addr`: any socket given
 /// explicitly; a claimed one only if its user could bind the address itself.
-fn may_use(peer: Peer, owned: &Owned, addr: &BindAddr) -> bool {
+fn may_use(peer: Peer, owned: &Owned, addr: &BindAddr, service: &Service) -> bool {
     match addr {
         BindAddr::Inet(inet) if !owned.is_explicit() => {
-            !needs_privilege(*inet) || peer_privileged(peer)
+            !needs_privilege(*inet) || peer_privileged(peer, service)
         }
         _ => true,
     }
@@ -169,12 +169,15 @@ fn needs_privilege(addr: SocketAddr) -> bool {
     addr.port() < start
 }
 
-/// Whether the caller could bind a privileged port itself. hotswap compares
-/// users: a caller of hotswap's own uid gets nothing hotswap could not bind
-/// anyway; root gets anything. (A non-root caller with CAP_NET_BIND_SERVICE
-/// binds such ports itself with `--intercept-bind off`.)
-fn peer_privileged(peer: Peer) -> bool {
-    peer.uid == 0 || peer.uid == nix::unistd::geteuid().as_raw()
+/// Whether the caller may have a privileged port. hotswap compares users: a
+/// caller of hotswap's own uid gets nothing hotswap could not bind anyway;
+/// root gets anything; and so does the `--user` hotswap itself chose for its
+/// children: binding their ports first is what `--user` is for (DESIGN.md
+/// §1). A child that changed its own uid gets none. (A non-root caller with
+/// CAP_NET_BIND_SERVICE binds such ports itself with `--intercept-bind off`.)
+fn peer_privileged(peer: Peer, service: &Service) -> bool {
+    let chosen = service.spawner.run_as.as_ref().map(|r| r.identity.uid);
+    peer.uid == 0 || peer.uid == nix::unistd::geteuid().as_raw() || Some(peer.uid) == chosen
 }
 
 fn shown(addr: &BindAddr) -> String {

@@ -292,6 +292,11 @@ pub async fn run(mut service: Service, resumed: Option<DriverState>) -> std::io:
 }
 
 impl Driver {
+    /// The uid children run as: a notify datagram from it (or root) counts.
+    fn child_uid(&self) -> u32 {
+        self.service.spawner.run_as.as_ref().map_or(self.uid, |r| r.identity.uid)
+    }
+
     /// What a handled signal means (DESIGN.md §2).
     fn on_signal(
         &mut self,
@@ -359,16 +364,20 @@ impl Driver {
             }
             Action::PruneSockets { pids } => self.prune_sockets(&pids),
             Action::Upstream(message) => self.tell_systemd(message),
-            Action::Log(notice) => match notice {
-                Notice::Failed { .. }
-                | Notice::ChildExited { .. }
-                | Notice::Killing { .. }
-                | Notice::NeverReady { .. }
-                | Notice::OwnListener { .. } => {
-                    tracing::warn!("{notice}")
+            Action::Log(notice) => {
+                let about = notice.subject();
+                let (generation, instance, child) = (about.generation, about.instance, about.pid);
+                match notice {
+                    Notice::Failed { .. }
+                    | Notice::ChildExited { .. }
+                    | Notice::Killing { .. }
+                    | Notice::NeverReady { .. }
+                    | Notice::OwnListener { .. } => {
+                        tracing::warn!(generation, instance, child, "{notice}")
+                    }
+                    _ => tracing::info!(generation, instance, child, "{notice}"),
                 }
-                _ => tracing::info!("{notice}"),
-            },
+            }
             Action::Report { waiter, notice } => {
                 if let Some(tx) = self.waiters.get(&waiter) {
                     if tx.send(Reply::Step { step: notice.to_string() }).is_err() {
@@ -415,7 +424,8 @@ impl Driver {
         let ready = &self.service.ready;
         let offer =
             Offer { notify: ready.offers_notify(), fd: ready.offers_fd(), ipc: ready.offers_ipc() };
-        let channels = match Channels::open(offer, &self.service.notify_dir, &file_name) {
+        let owner = self.service.spawner.run_as.as_ref().map(|r| r.identity.uid);
+        let channels = match Channels::open(offer, &self.service.notify_dir, &file_name, owner) {
             Ok(channels) => channels,
             Err(e) => {
                 let reason = format!("readiness channels: {e}");
@@ -439,7 +449,7 @@ impl Driver {
             Ok(Forked { pid, exec_report }) => {
                 tracing::debug!("gen {generation} instance {instance} spawned pid {pid}");
                 self.tracker.spawned(pid, generation, instance, placement);
-                let watch = match channels.watch(pid, self.uid, self.heard.clone()) {
+                let watch = match channels.watch(pid, self.child_uid(), self.heard.clone()) {
                     Ok(watch) => Some(watch),
                     Err(e) => {
                         tracing::warn!("readiness channels of pid {pid}: {e}");
@@ -737,7 +747,7 @@ impl Driver {
         for child in state.children {
             let pid = child.pid;
             let watch = child.channels.and_then(|handed| {
-                Watch::take_back(handed, pid, self.uid, self.heard.clone())
+                Watch::take_back(handed, pid, self.child_uid(), self.heard.clone())
                     .inspect_err(|e| tracing::warn!("readiness channels of pid {pid}: {e}"))
                     .ok()
             });

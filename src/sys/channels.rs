@@ -69,8 +69,10 @@ pub struct Channels {
 }
 
 impl Channels {
-    /// Opens what `offer` names; the notify socket goes in `dir` as `file_name`.
-    pub fn open(offer: Offer, dir: &Path, file_name: &str) -> io::Result<Self> {
+    /// Opens what `offer` names; the notify socket goes in `dir` as
+    /// `file_name`, owned by `owner` (the uid children run as) when given,
+    /// so that a child of another user than hotswap may send to it.
+    pub fn open(offer: Offer, dir: &Path, file_name: &str, owner: Option<u32>) -> io::Result<Self> {
         let mut channels = Channels {
             env: Vec::new(),
             child_ends: Vec::new(),
@@ -82,6 +84,9 @@ impl Channels {
             let path = dir.join(file_name);
             let _ = std::fs::remove_file(&path);
             let socket = StdDatagram::bind(&path)?;
+            if let Some(uid) = owner {
+                nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(uid)), None)?;
+            }
             // Ask for each sender's credentials: the only way to attribute a datagram.
             setsockopt(&socket, sockopt::PassCred, &true)?;
             channels.env.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
@@ -89,6 +94,11 @@ impl Channels {
         }
         if offer.fd {
             let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            // A child of another user may reopen its end through
+            // /proc/self/fd, which checks the pipe's owner.
+            if let Some(uid) = owner {
+                nix::unistd::fchown(&write, Some(nix::unistd::Uid::from_raw(uid)), None)?;
+            }
             channels.env.push(("HOTSWAP_READY_FD".into(), write.as_raw_fd().to_string()));
             channels.child_ends.push(write);
             channels.ready_pipe = Some(read);

@@ -8,6 +8,7 @@
 pub mod channels;
 pub mod claims;
 pub mod control;
+pub mod identity;
 pub mod paths;
 pub mod preload;
 pub mod process;

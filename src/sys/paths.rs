@@ -130,6 +130,32 @@ fn alive(pid: i32) -> bool {
     !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(Errno::ESRCH))
 }
 
+/// Whether a process of `uid` with groups `gids` may pass through every
+/// directory on the way to `path` (and `path` itself): the execute bit
+/// that applies to it, owner, group or other, as the kernel checks it.
+pub fn reachable_by(path: &Path, uid: u32, gids: &[u32]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if uid == 0 {
+        return true;
+    }
+    path.ancestors().all(|dir| {
+        let Ok(meta) = std::fs::metadata(dir) else { return false };
+        let bit = if meta.uid() == uid {
+            0o100
+        } else if gids.contains(&meta.gid()) {
+            0o010
+        } else {
+            0o001
+        };
+        meta.mode() & bit != 0
+    })
+}
+
+/// chmod.
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
 /// Creates `dir` (and parents) with mode 0700 if missing.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     if !dir.exists() {

@@ -5,7 +5,8 @@
 //! 2. `ExecPlan::spawn`: `fork()`, and `exec_child` in the child, which calls
 //!    only async-signal-safe functions (`setpgid`, `dup2`, `chdir`, `write`,
 //!    `fcntl`, `signal`, `sigemptyset`, `pthread_sigmask`, `prctl`,
-//!    `getppid`, `getpid`, `execve`, `_exit`): no allocation, no formatting,
+//!    `getppid`, `getpid`, `execve`, `_exit`, and the `setgroups`,
+//!    `setresgid`, `setresuid` system calls): no allocation, no formatting,
 //!    no logging, no locks; `fail` reports a failed exec from the child.
 //! 3. `adopt_fd`: takes ownership of an fd nothing else owns yet (systemd's
 //!    `LISTEN_FDS`, one received as `SCM_RIGHTS`, one `accept4` returned,
@@ -58,6 +59,17 @@ pub struct ExecPlan {
     /// A cgroup's `cgroup.procs`, open for writing: the child moves itself
     /// there before exec, so nothing it starts is ever outside it.
     cgroup_procs: Option<RawFd>,
+    /// `--user`/`--group`: who the child becomes after entering its cgroup.
+    identity: Option<Identity>,
+}
+
+/// A user and groups to run a child as (`--user`, `--group`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    /// The supplementary groups, replacing hotswap's own (`setgroups`).
+    pub groups: Vec<libc::gid_t>,
 }
 
 impl ExecPlan {
@@ -105,6 +117,7 @@ impl ExecPlan {
             set_listen_pid: true,
             dies_with_parent: false,
             cgroup_procs: None,
+            identity: None,
         })
     }
 
@@ -119,6 +132,13 @@ impl ExecPlan {
     /// `fd` must stay open until `spawn` returns.
     pub fn into_cgroup(mut self, fd: RawFd) -> Self {
         self.cgroup_procs = Some(fd);
+        self
+    }
+
+    /// The child drops to `identity` before exec: its groups, then its
+    /// group, then its user, so it keeps none of hotswap's.
+    pub fn run_as(mut self, identity: Option<Identity>) -> Self {
+        self.identity = identity;
         self
     }
 
@@ -183,8 +203,9 @@ impl ExecPlan {
     /// Only in the child of `fork`, once. It calls only async-signal-safe
     /// functions (`setpgid`, `dup2`, `chdir`, `write`, `fcntl`, `signal`,
     /// `sigemptyset`, `pthread_sigmask`, `prctl`, `getppid`, `getpid`,
-    /// `execve`, `_exit`) on memory the plan owns or its own stack, and
-    /// never returns: no destructor runs, nothing is allocated or locked.
+    /// `execve`, `_exit`, and the raw `setgroups`, `setresgid`, `setresuid`
+    /// system calls) on memory the plan owns or its own stack, and never
+    /// returns: no destructor runs, nothing is allocated or locked.
     unsafe fn exec_child(
         &mut self,
         parent: libc::pid_t,
@@ -208,6 +229,22 @@ impl ExecPlan {
             // Before it can start anything: into its cgroup ("0" is the writer itself).
             if let Some(fd) = self.cgroup_procs {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    fail(report, 126);
+                }
+            }
+            // Then the privileges go, groups before the user (after setuid
+            // there is no right to change them). Raw system calls: glibc's
+            // wrappers may signal other threads to change theirs too, a
+            // machinery a forked child must not enter; it has one thread.
+            if let Some(id) = &self.identity {
+                let groups = libc::syscall(
+                    libc::SYS_setgroups,
+                    id.groups.len() as libc::size_t,
+                    id.groups.as_ptr(),
+                );
+                let gid = libc::syscall(libc::SYS_setresgid, id.gid, id.gid, id.gid);
+                let uid = libc::syscall(libc::SYS_setresuid, id.uid, id.uid, id.uid);
+                if groups == -1 || gid == -1 || uid == -1 {
                     fail(report, 126);
                 }
             }

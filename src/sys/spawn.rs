@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{AccessFlags, access};
 use thiserror::Error;
 
+use super::identity::RunAs;
 use super::preload;
 use super::raw::ExecPlan;
 pub use super::raw::Forked;
@@ -99,6 +100,8 @@ pub struct Spawner {
     pub intercept: Option<Intercept>,
     /// `--watchdog`, in microseconds, for the children's `WATCHDOG_USEC`.
     pub watchdog_usec: Option<u64>,
+    /// `--user`/`--group`: who the children run as.
+    pub run_as: Option<RunAs>,
 }
 
 /// What a child needs to have its binds claimed (DESIGN.md §7).
@@ -176,13 +179,18 @@ impl Spawner {
         if let Some(usec) = self.watchdog_usec {
             env.push(("WATCHDOG_USEC".into(), usec.to_string().into()));
         }
+        if let Some(run_as) = &self.run_as {
+            env.retain(|(k, _)| !run_as.env.iter().any(|(key, _)| k == key.as_str()));
+            env.extend(run_as.env.iter().map(|(k, v)| (k.into(), v.into())));
+        }
         let fd_map: Vec<(RawFd, RawFd)> =
             sockets.iter().zip(FIRST_FD..).map(|((fd, _), at)| (*fd, at)).collect();
         let shown = || program.to_string_lossy().into_owned();
         let plan =
             ExecPlan::new(path, self.command.clone(), env, extra_fds.to_vec(), release.dir.clone())
                 .map_err(|e| SpawnError::Exec(shown(), e))?;
-        let mut plan = plan.with_fds_at(fd_map);
+        let mut plan =
+            plan.with_fds_at(fd_map).run_as(self.run_as.as_ref().map(|r| r.identity.clone()));
         if let Some(fd) = cgroup_procs {
             plan = plan.into_cgroup(fd);
         }
