@@ -172,6 +172,15 @@ fn table(s: &Status) -> String {
             c.status.as_deref().unwrap_or("")
         );
     }
+    if s.generations.iter().any(|g| g.release.is_some()) {
+        out += "\n";
+        for g in &s.generations {
+            let release = g.release.as_deref().unwrap_or("(hotswap's working directory)");
+            let again =
+                g.release_of.map(|r| format!(", the release of gen {r}")).unwrap_or_default();
+            out += &format!("  gen {} {}: {release}{again}\n", g.id, g.state);
+        }
+    }
     if let Some(r) = &s.last_reload {
         let reason = r.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
         out += &format!(

@@ -158,6 +158,16 @@ pub enum GenerationState {
     Retiring,
 }
 
+impl fmt::Display for GenerationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            GenerationState::Starting => "starting",
+            GenerationState::Serving => "serving",
+            GenerationState::Retiring => "retiring",
+        })
+    }
+}
+
 /// One generation and the release it runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GenerationStatus {
