@@ -8,6 +8,7 @@ mod activation;
 mod addresses;
 mod bad_input;
 mod control;
+mod deploy;
 mod drain;
 mod faults;
 mod forward_signals;
