@@ -7,6 +7,7 @@ mod support;
 mod activation;
 mod addresses;
 mod bad_input;
+mod cli;
 mod control;
 mod drain;
 mod faults;
