@@ -10,12 +10,10 @@ use crate::protocol::control::{ChildState, ReloadResult, Reply, Request, Status}
 use crate::sys::control::{self, ClientError};
 use crate::sys::paths;
 
-/// How long `status` waits for its answer.
+/// How long `status`, and `list` for each service (all at once), wait for an answer: a hotswap
+/// that does not answer in that time (stopped, or overwhelmed) is an error; `list` names it on
+/// stderr and lists the others.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long `list` waits for each service's answer: a hotswap that does not answer in that time
-/// (stopped, or overwhelmed) is named on stderr, and the others are listed.
-const LIST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Exit codes: 0 took over, 1 rolled back, 2 usage or no such service,
 /// 3 `--timeout` passed first, 4 permission denied.
@@ -100,10 +98,19 @@ pub fn status(args: StatusArgs) -> i32 {
 /// Every service of this user: the control sockets in the runtime directory that answer.
 /// Exit code 0, or 1 when one that is alive did not answer (named on stderr; the rest are listed).
 pub fn list(args: ListArgs) -> i32 {
+    let sockets = control_sockets(&paths::runtime_dir());
+    // Asked all at once: one slow service does not hold up the others.
+    let answers: Vec<Result<Status, ClientError>> = std::thread::scope(|scope| {
+        let asking: Vec<_> = sockets
+            .iter()
+            .map(|path| scope.spawn(move || ask_status(path, STATUS_TIMEOUT)))
+            .collect();
+        asking.into_iter().map(|t| t.join().expect("a status thread")).collect()
+    });
     let mut statuses = Vec::new();
     let mut code = 0;
-    for path in control_sockets(&paths::runtime_dir()) {
-        match ask_status(&path, LIST_TIMEOUT) {
+    for answer in answers {
+        match answer {
             Ok(status) => statuses.push(status),
             Err(e) if is_stale(&e) => {}
             Err(e) => {
