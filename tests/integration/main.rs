@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod control;
 mod drain;
+mod examples;
 mod faults;
 mod forward_signals;
 mod instances;

@@ -21,3 +21,15 @@ pub fn tool(name: &str, package: &str) -> String {
     });
     path_str(&path)
 }
+
+/// `.venv/bin/NAME` in the repository: gunicorn, uvicorn.
+pub fn venv_tool(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `.ci/run deps`, which makes the venv (python3 -m venv .venv, then \
+         .venv/bin/pip install the gunicorn and uvicorn versions it pins)",
+        path.display()
+    );
+    path_str(&path)
+}
