@@ -263,7 +263,27 @@ pub struct ListArgs {
 pub struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
+    pub shell: Shell,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Shell {
+    /// The completion script for this shell: what clap_complete makes of [`Cli`], generated
+    /// into `packaging/completions/` and kept current there by a test, so that hotswap carries
+    /// the text and not the generator (whose code would add to hotswap's resident size).
+    pub fn completion_script(self) -> &'static str {
+        match self {
+            Shell::Bash => include_str!("../packaging/completions/hotswap.bash"),
+            Shell::Zsh => include_str!("../packaging/completions/_hotswap"),
+            Shell::Fish => include_str!("../packaging/completions/hotswap.fish"),
+        }
+    }
 }
 
 /// Parses hotswap's own command line; a usage error comes with [`with_hints`].
@@ -458,7 +478,7 @@ mod tests {
         let cli = Cli::try_parse_from(["hotswap", "completions", "bash"]).unwrap();
         assert!(matches!(
             cli.command,
-            Some(Command::Completions(CompletionsArgs { shell: clap_complete::Shell::Bash }))
+            Some(Command::Completions(CompletionsArgs { shell: Shell::Bash }))
         ));
         let cli = Cli::try_parse_from(["hotswap", "list", "--json"]).unwrap();
         assert!(matches!(cli.command, Some(Command::List(ListArgs { json: true }))));

@@ -95,7 +95,8 @@ pub fn status(args: StatusArgs) -> i32 {
     0
 }
 
-/// Every service of this user: the control sockets in the runtime directory that answer.
+/// Every service of this user: the control sockets in the runtime directory that answer, in the
+/// order of their names.
 /// Exit code 0, or 1 when one that is alive did not answer (named on stderr; the rest are listed).
 pub fn list(args: ListArgs) -> i32 {
     let sockets = control_sockets(&paths::runtime_dir());
@@ -119,7 +120,6 @@ pub fn list(args: ListArgs) -> i32 {
             }
         }
     }
-    statuses.sort_by(|a, b| a.name.cmp(&b.name));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&statuses).expect("status serializes"));
     } else {
@@ -157,7 +157,7 @@ fn control_sockets(dir: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    sockets.sort();
+    sockets.sort_unstable();
     sockets
 }
 

@@ -48,10 +48,13 @@ fn with_default_name(mut args: RunArgs) -> RunArgs {
 
 /// The `name` in `dir/package.json`, else the directory's own name.
 fn project_name(dir: &Path) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Package {
+        name: Option<String>,
+    }
     let from_package = std::fs::read(dir.join("package.json"))
         .ok()
-        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
-        .and_then(|package| package.get("name")?.as_str().map(String::from));
+        .and_then(|json| serde_json::from_slice::<Package>(&json).ok()?.name);
     let dir = std::path::absolute(dir).ok()?;
     let dir = dir.components().collect::<PathBuf>(); // `a/b/.` is `a/b`
     from_package.or_else(|| Some(dir.file_name()?.to_str()?.to_string()))
@@ -65,9 +68,13 @@ fn pwd() -> Option<PathBuf> {
 }
 
 /// `hotswap completions SHELL`.
-fn completions(shell: clap_complete::Shell) -> i32 {
-    use clap::CommandFactory;
-    let mut cmd = cli::Cli::command();
-    clap_complete::generate(shell, &mut cmd, "hotswap", &mut std::io::stdout());
-    0
+fn completions(shell: cli::Shell) -> i32 {
+    use std::io::Write;
+    match std::io::stdout().write_all(shell.completion_script().as_bytes()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("hotswap: {e}");
+            1
+        }
+    }
 }

@@ -254,19 +254,30 @@ fn assert_generated(dir: &Path, generated: &[(String, Vec<u8>)], how: &str) {
     );
 }
 
-/// `packaging/completions/` holds what `hotswap completions SHELL` prints.
+/// `packaging/completions/` holds what clap_complete makes of the command line's definitions,
+/// and `hotswap completions SHELL` prints it.
 #[test]
 fn the_completions_in_packaging_are_current() {
-    let files = [("bash", "hotswap.bash"), ("zsh", "_hotswap"), ("fish", "hotswap.fish")];
+    use clap_complete::Shell;
+    let files =
+        [(Shell::Bash, "hotswap.bash"), (Shell::Zsh, "_hotswap"), (Shell::Fish, "hotswap.fish")];
     let generated: Vec<(String, Vec<u8>)> = files
         .iter()
         .map(|(shell, file)| {
-            let out = run_hotswap(&["completions", shell], &[]);
-            assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-            (file.to_string(), out.stdout)
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "hotswap", &mut script);
+            (file.to_string(), script)
         })
         .collect();
-    assert_generated(&packaging("completions"), &generated, "`hotswap completions`");
+    assert_generated(&packaging("completions"), &generated, "clap_complete");
+    for ((shell, _), (file, script)) in files.iter().zip(&generated) {
+        let out = run_hotswap(&["completions", &shell.to_string()], &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        assert!(
+            out.stdout == *script,
+            "`hotswap completions {shell}` is not packaging/completions/{file}: rebuild hotswap"
+        );
+    }
 }
 
 /// hotswap(1): clap_mangen's sections from the clap definitions, then one section per heading
