@@ -92,12 +92,13 @@ fn python_gunicorn() {
     reload_under_load(&svc, 3, true);
 }
 
-/// `uvicorn --fd 3 asgi:app`, the app saying READY=1 at its lifespan startup.
+/// uvicorn on fd 3 (`python3 asgi.py`), the app saying READY=1 at its lifespan startup and
+/// stopping to accept before uvicorn's own shutdown.
 #[test]
 fn python_uvicorn() {
     let chdir = repo("examples/python");
-    let uvicorn = venv_tool("uvicorn");
-    let svc = Service::start(&["--chdir", &chdir], &[&uvicorn, "--fd", "3", "asgi:app"], &[]);
+    let python = venv_tool("python");
+    let svc = Service::start(&["--chdir", &chdir], &[&python, "asgi.py"], &[]);
     reload_under_load(&svc, 3, true);
 }
 
