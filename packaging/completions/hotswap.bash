@@ -53,7 +53,7 @@ _hotswap() {
 
     case "${cmd}" in
         hotswap)
-            opts="-l -n -h -V --listen --name --instances --ready --ready-timeout --stop-signal --drain-timeout --restart --chdir --pid-file --control --backlog --reuse-port --intercept-bind --socket-mode --help --version reload status list completions help"
+            opts="-l -n -h -V --listen --name --instances --ready --ready-timeout --stop-signal --drain-timeout --balance --watch --rolling --watchdog --max-memory --restart --chdir --pid-file --control --backlog --reuse-port --intercept-bind --socket-mode --help --version reload status list completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -92,6 +92,22 @@ _hotswap() {
                     return 0
                     ;;
                 --drain-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --balance)
+                    COMPREPLY=($(compgen -W "shared reuseport" -- "${cur}"))
+                    return 0
+                    ;;
+                --watch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --watchdog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-memory)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hotswap_global_optspecs
-    string join \n l/listen= name= n/instances= ready= ready-timeout= stop-signal= drain-timeout= restart= chdir= pid-file= control= backlog= reuse-port intercept-bind= socket-mode= h/help V/version
+    string join \n l/listen= name= n/instances= ready= ready-timeout= stop-signal= drain-timeout= balance= watch= rolling watchdog= max-memory= restart= chdir= pid-file= control= backlog= reuse-port intercept-bind= socket-mode= h/help V/version
 end
 
 function __fish_hotswap_needs_command
@@ -31,6 +31,11 @@ complete -c hotswap -n "__fish_hotswap_needs_command" -l ready -d 'How a child s
 complete -c hotswap -n "__fish_hotswap_needs_command" -l ready-timeout -d 'A new generation not ready by then is rolled back' -r
 complete -c hotswap -n "__fish_hotswap_needs_command" -l stop-signal -d 'Sent to a retiring child' -r
 complete -c hotswap -n "__fish_hotswap_needs_command" -l drain-timeout -d 'Then SIGKILL to the retiring child\'s process group' -r
+complete -c hotswap -n "__fish_hotswap_needs_command" -l balance -d 'How instances share a socket: shared (one socket, the first to accept wins) or reuseport (one SO_REUSEPORT socket per instance slot; the kernel spreads connections)' -r -f -a "shared\t''
+reuseport\t''"
+complete -c hotswap -n "__fish_hotswap_needs_command" -l watch -d 'Reload when a file under PATH changes (debounced; .git, target and node_modules are ignored). Repeatable' -r -F
+complete -c hotswap -n "__fish_hotswap_needs_command" -l watchdog -d 'A child that sent WATCHDOG=1 once must send it at least this often, else it is replaced (it gets WATCHDOG_USEC), as systemd\'s WatchdogSec=' -r
+complete -c hotswap -n "__fish_hotswap_needs_command" -l max-memory -d 'An instance whose process tree\'s resident memory exceeds SIZE (500M, 1G) is replaced: a new one starts, then the old one drains' -r
 complete -c hotswap -n "__fish_hotswap_needs_command" -l restart -d 'What to do when a child of the serving generation exits' -r -f -a "on-failure\t''
 always\t''
 never\t''"
@@ -41,6 +46,7 @@ complete -c hotswap -n "__fish_hotswap_needs_command" -l backlog -d 'Listen back
 complete -c hotswap -n "__fish_hotswap_needs_command" -l intercept-bind -d 'Preload hotswap\'s bind() shim into the children, so that an app which binds its own port gets hotswap\'s socket for it: on or off' -r -f -a "on\t''
 off\t''"
 complete -c hotswap -n "__fish_hotswap_needs_command" -l socket-mode -d 'chmod for unix socket files, in octal [default: 0666 & ~umask]' -r
+complete -c hotswap -n "__fish_hotswap_needs_command" -l rolling -d 'Replace instances one at a time (new i ready, then old i retires) instead of the whole generation at once. A failure stops the rollout where it is'
 complete -c hotswap -n "__fish_hotswap_needs_command" -l reuse-port -d 'Set SO_REUSEPORT on the sockets hotswap binds'
 complete -c hotswap -n "__fish_hotswap_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hotswap -n "__fish_hotswap_needs_command" -s V -l version -d 'Print version'
