@@ -28,6 +28,9 @@ _hotswap() {
             hotswap,reload)
                 cmd="hotswap__subcmd__reload"
                 ;;
+            hotswap,rollback)
+                cmd="hotswap__subcmd__rollback"
+                ;;
             hotswap,status)
                 cmd="hotswap__subcmd__status"
                 ;;
@@ -43,6 +46,9 @@ _hotswap() {
             hotswap__subcmd__help,reload)
                 cmd="hotswap__subcmd__help__subcmd__reload"
                 ;;
+            hotswap__subcmd__help,rollback)
+                cmd="hotswap__subcmd__help__subcmd__rollback"
+                ;;
             hotswap__subcmd__help,status)
                 cmd="hotswap__subcmd__help__subcmd__status"
                 ;;
@@ -53,7 +59,7 @@ _hotswap() {
 
     case "${cmd}" in
         hotswap)
-            opts="-l -n -h -V --listen --name --instances --ready --ready-timeout --stop-signal --drain-timeout --balance --watch --rolling --watchdog --max-memory --restart --chdir --pid-file --control --backlog --reuse-port --intercept-bind --socket-mode --help --version reload status list completions help"
+            opts="-l -n -h -V --listen --name --instances --ready --ready-timeout --stop-signal --drain-timeout --balance --watch --rolling --watchdog --max-memory --restart --chdir --env-file --user --group --log-format --pid-file --control --backlog --reuse-port --intercept-bind --socket-mode --help --version reload rollback status list completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -119,6 +125,22 @@ _hotswap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --env-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
                 --pid-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -161,7 +183,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__help)
-            opts="reload status list completions help"
+            opts="reload rollback status list completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -230,6 +252,20 @@ _hotswap() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        hotswap__subcmd__help__subcmd__rollback)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         hotswap__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -259,6 +295,28 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__reload)
+            opts="-h --control --wait --timeout --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        hotswap__subcmd__rollback)
             opts="-h --control --wait --timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

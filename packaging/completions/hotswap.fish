@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hotswap_global_optspecs
-    string join \n l/listen= name= n/instances= ready= ready-timeout= stop-signal= drain-timeout= balance= watch= rolling watchdog= max-memory= restart= chdir= pid-file= control= backlog= reuse-port intercept-bind= socket-mode= h/help V/version
+    string join \n l/listen= name= n/instances= ready= ready-timeout= stop-signal= drain-timeout= balance= watch= rolling watchdog= max-memory= restart= chdir= env-file= user= group= log-format= pid-file= control= backlog= reuse-port intercept-bind= socket-mode= h/help V/version
 end
 
 function __fish_hotswap_needs_command
@@ -40,6 +40,11 @@ complete -c hotswap -n "__fish_hotswap_needs_command" -l restart -d 'What to do 
 always\t''
 never\t''"
 complete -c hotswap -n "__fish_hotswap_needs_command" -l chdir -d 'The children\'s working directory, resolved anew for every generation [default: $PWD]' -r -F
+complete -c hotswap -n "__fish_hotswap_needs_command" -l env-file -d 'KEY=VALUE lines (# comments, blank lines, one pair of quotes stripped) added to the children\'s environment, read anew for every generation' -r -F
+complete -c hotswap -n "__fish_hotswap_needs_command" -l user -d 'Run the children as this user (name or uid), with its groups; hotswap binds first' -r
+complete -c hotswap -n "__fish_hotswap_needs_command" -l group -d 'Run the children with this group (name or gid) and no other' -r
+complete -c hotswap -n "__fish_hotswap_needs_command" -l log-format -d 'hotswap\'s own log lines: human, or json (one object per line)' -r -f -a "human\t'`hotswap[PID]: message`'
+json\t'One JSON object per line'"
 complete -c hotswap -n "__fish_hotswap_needs_command" -l pid-file -d 'Write hotswap\'s pid here (atomically); removed on exit' -r -F
 complete -c hotswap -n "__fish_hotswap_needs_command" -l control -d 'The control socket [default: $XDG_RUNTIME_DIR/hotswap/NAME.sock, /run/hotswap/NAME.sock as root]' -r -F
 complete -c hotswap -n "__fish_hotswap_needs_command" -l backlog -d 'Listen backlog [default: net.core.somaxconn]' -r
@@ -51,6 +56,7 @@ complete -c hotswap -n "__fish_hotswap_needs_command" -l reuse-port -d 'Set SO_R
 complete -c hotswap -n "__fish_hotswap_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hotswap -n "__fish_hotswap_needs_command" -s V -l version -d 'Print version'
 complete -c hotswap -n "__fish_hotswap_needs_command" -a "reload" -d 'Reload a running hotswap: start a new generation, retire the old one'
+complete -c hotswap -n "__fish_hotswap_needs_command" -a "rollback" -d 'Start a generation from what the previous serving generation ran (its release directory, program and env file), with a reload\'s readiness and report'
 complete -c hotswap -n "__fish_hotswap_needs_command" -a "status" -d 'Show a running hotswap\'s generations, children and last reload'
 complete -c hotswap -n "__fish_hotswap_needs_command" -a "list" -d 'List every running hotswap of this user: name, pid, generation, children, uptime, last reload'
 complete -c hotswap -n "__fish_hotswap_needs_command" -a "completions" -d 'Print the completion script for SHELL on stdout (`hotswap completions bash > /etc/bash_completion.d/hotswap`)'
@@ -59,14 +65,19 @@ complete -c hotswap -n "__fish_hotswap_using_subcommand reload" -l control -d 'I
 complete -c hotswap -n "__fish_hotswap_using_subcommand reload" -l timeout -d 'With --wait: give up waiting after this long (exit 3; the reload goes on)' -r
 complete -c hotswap -n "__fish_hotswap_using_subcommand reload" -l wait -d 'Wait for the outcome, printing each step; exit 0 when the new generation took over'
 complete -c hotswap -n "__fish_hotswap_using_subcommand reload" -s h -l help -d 'Print help'
+complete -c hotswap -n "__fish_hotswap_using_subcommand rollback" -l control -d 'Its control socket' -r -F
+complete -c hotswap -n "__fish_hotswap_using_subcommand rollback" -l timeout -d 'With --wait: give up waiting after this long (exit 3; the reload goes on)' -r
+complete -c hotswap -n "__fish_hotswap_using_subcommand rollback" -l wait -d 'Wait for the outcome, printing each step; exit 0 when the new generation took over'
+complete -c hotswap -n "__fish_hotswap_using_subcommand rollback" -s h -l help -d 'Print help'
 complete -c hotswap -n "__fish_hotswap_using_subcommand status" -l control -d 'Its control socket' -r -F
 complete -c hotswap -n "__fish_hotswap_using_subcommand status" -l json -d 'Print the stable JSON form'
 complete -c hotswap -n "__fish_hotswap_using_subcommand status" -s h -l help -d 'Print help'
 complete -c hotswap -n "__fish_hotswap_using_subcommand list" -l json -d 'Print a JSON array of the services\' statuses (each as `hotswap status --json` prints it)'
 complete -c hotswap -n "__fish_hotswap_using_subcommand list" -s h -l help -d 'Print help'
 complete -c hotswap -n "__fish_hotswap_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c hotswap -n "__fish_hotswap_using_subcommand help; and not __fish_seen_subcommand_from reload status list completions help" -f -a "reload" -d 'Reload a running hotswap: start a new generation, retire the old one'
-complete -c hotswap -n "__fish_hotswap_using_subcommand help; and not __fish_seen_subcommand_from reload status list completions help" -f -a "status" -d 'Show a running hotswap\'s generations, children and last reload'
-complete -c hotswap -n "__fish_hotswap_using_subcommand help; and not __fish_seen_subcommand_from reload status list completions help" -f -a "list" -d 'List every running hotswap of this user: name, pid, generation, children, uptime, last reload'
-complete -c hotswap -n "__fish_hotswap_using_subcommand help; and not __fish_seen_subcommand_from reload status list completions help" -f -a "completions" -d 'Print the completion script for SHELL on stdout (`hotswap completions bash > /etc/bash_completion.d/hotswap`)'
-complete -c hotswap -n "__fish_hotswap_using_subcommand help; and not __fish_seen_subcommand_from reload status list completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c hotswap -n "__fish_hotswap_using_subcommand help; and not __fish_seen_subcommand_from reload rollback status list completions help" -f -a "reload" -d 'Reload a running hotswap: start a new generation, retire the old one'
+complete -c hotswap -n "__fish_hotswap_using_subcommand help; and not __fish_seen_subcommand_from reload rollback status list completions help" -f -a "rollback" -d 'Start a generation from what the previous serving generation ran (its release directory, program and env file), with a reload\'s readiness and report'
+complete -c hotswap -n "__fish_hotswap_using_subcommand help; and not __fish_seen_subcommand_from reload rollback status list completions help" -f -a "status" -d 'Show a running hotswap\'s generations, children and last reload'
+complete -c hotswap -n "__fish_hotswap_using_subcommand help; and not __fish_seen_subcommand_from reload rollback status list completions help" -f -a "list" -d 'List every running hotswap of this user: name, pid, generation, children, uptime, last reload'
+complete -c hotswap -n "__fish_hotswap_using_subcommand help; and not __fish_seen_subcommand_from reload rollback status list completions help" -f -a "completions" -d 'Print the completion script for SHELL on stdout (`hotswap completions bash > /etc/bash_completion.d/hotswap`)'
+complete -c hotswap -n "__fish_hotswap_using_subcommand help; and not __fish_seen_subcommand_from reload rollback status list completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
