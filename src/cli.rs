@@ -458,7 +458,10 @@ mod tests {
             "{shown}"
         );
         let shown = usage_error(&["status", "--wait"]);
-        assert!(shown.contains("'hotswap reload --wait' exists"), "{shown}");
+        assert!(
+            shown.contains("'hotswap reload --wait' and 'hotswap rollback --wait' exist"),
+            "{shown}"
+        );
         let shown = usage_error(&["list", "--bogus"]);
         assert!(!shown.contains("tip:"), "nothing to suggest: {shown}");
         // In run mode too: no program takes `--json` after `--` from hotswap's options.
