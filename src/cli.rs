@@ -1,13 +1,39 @@
 //! The command line (DESIGN.md §1). Every option also reads `HOTSWAP_*`.
 
+pub mod naming;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::StyledStr;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ListenSpec, ReadyMode, parse_duration, parse_mode, parse_signal, parse_size};
 use crate::core::Restart;
+
+/// The end of `hotswap --help`, and the man page's sections of the same names: each
+/// `Heading:` line starts a section, each indented `TERM  text` line is an entry in it.
+pub const AFTER_HELP: &str = "\
+Signals:
+  HUP        reload: start a new generation, retire the old one once the new one is ready
+  TERM, INT  stop gracefully: the stop signal to every child, SIGKILL to their process groups at --drain-timeout
+  QUIT       stop at once: SIGKILL to every child's process group
+
+Exit status:
+  0  stopped by TERM, INT or QUIT; or a client command did what it was asked (reload --wait: the new generation took over and the old one is gone)
+  1  reload --wait: the new generation was rolled back; list: a running service did not answer
+  2  bad input (a usage error, an address or a command that does not work), or no such service answers
+  3  reload --wait: --timeout passed first (the reload goes on)
+  4  the control socket refused you (you are neither root nor its user)
+  N  the status of the serving child when it exited and was not restarted (128+n for signal n)
+
+Files:
+  $XDG_RUNTIME_DIR/hotswap/NAME.sock  the control socket of service NAME (/run/hotswap/NAME.sock as root without XDG_RUNTIME_DIR, else /tmp/hotswap-UID/NAME.sock); list reads them all
+
+See also:
+  systemd.service(5), sd_listen_fds(3), sd_notify(3)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,7 +41,8 @@ use crate::core::Restart;
     version,
     about = "Own a service's listening sockets and hand them to each new generation of it: zero-downtime reloads on SIGHUP.",
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    after_long_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -33,6 +60,10 @@ pub enum Command {
     Rollback(ReloadArgs),
     /// Show a running hotswap's generations, children and last reload.
     Status(StatusArgs),
+    /// List every running hotswap of this user: name, pid, generation, children, uptime, last reload.
+    List(ListArgs),
+    /// Print the completion script for SHELL on stdout (`hotswap completions bash > /etc/bash_completion.d/hotswap`).
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -48,7 +79,9 @@ pub struct RunArgs {
     )]
     pub listen: Vec<ListenSpec>,
 
-    /// Names this service for `reload`/`status` and in logs [default: the command's file name].
+    /// Names this service for `reload`, `status`, `list` and in logs [default: the program's file
+    /// name; for an interpreter or launcher, its script's or project's: `node api.js` is `api`,
+    /// `npm start` the package.json name].
     #[arg(long, env = "HOTSWAP_NAME")]
     pub name: Option<String>,
 
@@ -219,6 +252,124 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array of the services' statuses (each as `hotswap status --json` prints it).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Shell {
+    /// The completion script for this shell: what clap_complete makes of [`Cli`], generated
+    /// into `packaging/completions/` and kept current there by a test, so that hotswap carries
+    /// the text and not the generator (whose code would add to hotswap's resident size).
+    pub fn completion_script(self) -> &'static str {
+        match self {
+            Shell::Bash => include_str!("../packaging/completions/hotswap.bash"),
+            Shell::Zsh => include_str!("../packaging/completions/_hotswap"),
+            Shell::Fish => include_str!("../packaging/completions/hotswap.fish"),
+        }
+    }
+}
+
+/// Parses hotswap's own command line; a usage error comes with [`with_hints`].
+pub fn try_parse() -> Result<Cli, clap::Error> {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    Cli::try_parse_from(&argv).map_err(|e| with_hints(e, &argv))
+}
+
+/// Adds what clap cannot know to a usage error about an unexpected argument: a command without
+/// its `--` (`hotswap --listen :3000 node server.js`) gets the command line that works, and an
+/// option given to the wrong subcommand (`hotswap reload web --json`) the subcommands that have
+/// it, instead of clap's advice to pass it as a value after `--` (no subcommand takes one).
+pub fn with_hints(mut err: clap::Error, argv: &[OsString]) -> clap::Error {
+    if err.kind() != ErrorKind::UnknownArgument {
+        return err;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg).cloned() else {
+        return err;
+    };
+    let cmd = Cli::command();
+    let subcommand = argv
+        .get(1)
+        .and_then(|a| a.to_str())
+        .and_then(|a| cmd.get_subcommands().find(|s| s.get_name() == a));
+    let tips: Vec<StyledStr> = match subcommand {
+        // Run mode: the program and its arguments go after `--`.
+        None if !arg.starts_with('-') => {
+            let fixed = (1..argv.len()).filter(|&i| argv[i] == arg.as_str()).find_map(|i| {
+                let mut fixed = argv.to_vec();
+                fixed.insert(i, "--".into());
+                Cli::try_parse_from(&fixed).is_ok().then_some(fixed)
+            });
+            let line = match fixed {
+                Some(fixed) => {
+                    let words: Vec<String> =
+                        fixed.iter().skip(1).map(|a| shell_word(&a.to_string_lossy())).collect();
+                    format!("hotswap {}", words.join(" "))
+                }
+                None => "hotswap [OPTIONS] -- <COMMAND> [ARGS]...".to_string(),
+            };
+            vec![format!("the command to run goes after '--': '{line}'").into()]
+        }
+        // An option: where it exists, if anywhere.
+        _ => {
+            let flag = arg.split_once('=').map_or(arg.as_str(), |(flag, _)| flag);
+            let owners: Vec<String> = cmd
+                .get_subcommands()
+                .filter(|other| subcommand.is_none_or(|sub| other.get_name() != sub.get_name()))
+                .filter(|other| other.get_arguments().any(|a| takes_flag(a, flag)))
+                .map(|other| format!("'hotswap {} {flag}'", other.get_name()))
+                .collect();
+            match owners.as_slice() {
+                [] => Vec::new(),
+                [one] => vec![format!("{one} exists").into()],
+                _ => vec![format!("{} exist", owners.join(" and ")).into()],
+            }
+        }
+    };
+    err.remove(ContextKind::Suggested);
+    if !tips.is_empty() {
+        err.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
+    }
+    err
+}
+
+/// Whether `arg` is spelled `flag` (`--json`, `-n`).
+fn takes_flag(arg: &clap::Arg, flag: &str) -> bool {
+    match flag.strip_prefix("--") {
+        Some(long) => arg.get_long() == Some(long),
+        None => flag
+            .strip_prefix('-')
+            .and_then(|s| s.parse::<char>().ok())
+            .is_some_and(|c| arg.get_short() == Some(c)),
+    }
+}
+
+/// `word`, quoted for a POSIX shell if it needs it.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    match plain {
+        true => word.to_string(),
+        false => format!("'{}'", word.replace('\'', r"'\''")),
+    }
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
@@ -238,7 +389,6 @@ fn mode(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -271,5 +421,70 @@ mod tests {
         assert_eq!(cli.run.command, ["status"]);
         let cli = Cli::try_parse_from(["hotswap", "-l", "80"]).unwrap();
         assert!(cli.run.command.is_empty(), "run mode reports a missing command itself");
+    }
+
+    /// The error `hotswap ARGS` gets, as its user sees it (without colours).
+    fn usage_error(args: &[&str]) -> String {
+        let argv: Vec<OsString> =
+            std::iter::once("hotswap").chain(args.iter().copied()).map(OsString::from).collect();
+        let err = Cli::try_parse_from(&argv).expect_err("a usage error");
+        let err = with_hints(err, &argv);
+        assert_eq!(err.exit_code(), 2);
+        err.render().to_string()
+    }
+
+    #[test]
+    fn a_command_without_its_double_dash_gets_the_line_that_works() {
+        let shown = usage_error(&["--listen", ":3000", "node", "server.js"]);
+        assert!(shown.contains("unexpected argument 'node'"), "{shown}");
+        assert!(
+            shown.contains("'hotswap --listen :3000 -- node server.js'"),
+            "names the fixed command line: {shown}"
+        );
+        // An option's value that looks like the program is not where `--` goes.
+        let shown = usage_error(&["--name", "node", "node", "it's.js"]);
+        assert!(shown.contains(r"'hotswap --name node -- node 'it'\''s.js''"), "{shown}");
+        let shown = usage_error(&["node", "server.js"]);
+        assert!(shown.contains("'hotswap -- node server.js'"), "{shown}");
+    }
+
+    #[test]
+    fn an_option_of_another_subcommand_names_it_instead_of_a_trailing_value() {
+        let shown = usage_error(&["reload", "web", "--json"]);
+        assert!(shown.contains("unexpected argument '--json'"), "{shown}");
+        assert!(!shown.contains("-- --json"), "no value after -- to pass: {shown}");
+        assert!(
+            shown.contains("'hotswap status --json' and 'hotswap list --json' exist"),
+            "{shown}"
+        );
+        let shown = usage_error(&["status", "--wait"]);
+        assert!(
+            shown.contains("'hotswap reload --wait' and 'hotswap rollback --wait' exist"),
+            "{shown}"
+        );
+        let shown = usage_error(&["list", "--bogus"]);
+        assert!(!shown.contains("tip:"), "nothing to suggest: {shown}");
+        // In run mode too: no program takes `--json` after `--` from hotswap's options.
+        let shown = usage_error(&["--json"]);
+        assert!(!shown.contains("-- --json"), "{shown}");
+        assert!(
+            shown.contains("'hotswap status --json' and 'hotswap list --json' exist"),
+            "{shown}"
+        );
+        let shown = usage_error(&["--lisen", ":3000", "--", "node"]);
+        assert!(shown.contains("a similar argument exists: '--listen'"), "{shown}");
+        assert!(!shown.contains("-- --lisen"), "{shown}");
+    }
+
+    #[test]
+    fn completions_and_list_are_subcommands() {
+        let cli = Cli::try_parse_from(["hotswap", "completions", "bash"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Completions(CompletionsArgs { shell: Shell::Bash }))
+        ));
+        let cli = Cli::try_parse_from(["hotswap", "list", "--json"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::List(ListArgs { json: true }))));
+        assert!(Cli::try_parse_from(["hotswap", "completions", "tcsh"]).is_err());
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod load;
 pub mod service;
+pub mod tools;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,3 @@
+module example.com/hotswap-go
+
+go 1.19
