@@ -110,7 +110,8 @@ fn start(
         }
     }
     let run_as = identity::resolve(args.user.as_deref(), args.group.as_deref())?;
-    let name = match args.name.clone() {
+    let handed_name = resumed.as_ref().and_then(|h| h.name.clone());
+    let name = match handed_name.or_else(|| args.name.clone()) {
         Some(name) => name,
         None => Path::new(program)
             .file_name()

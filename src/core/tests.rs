@@ -805,6 +805,22 @@ fn rollback_is_refused_while_a_reload_starts_and_cancelled_while_stopping() {
 }
 
 #[test]
+fn a_notice_names_the_generation_instance_and_child_it_is_about() {
+    let ready = Notice::Ready { generation: 2, after: ms(5), via: Via::Notify };
+    assert_eq!(ready.subject(), Subject { generation: Some(2), instance: None, pid: None });
+    let restarting = Notice::Restarting { generation: 3, instance: 1, after: ms(100) };
+    assert_eq!(restarting.subject(), Subject { generation: Some(3), instance: Some(1), pid: None });
+    let exited =
+        Notice::ChildExited { generation: 4, instance: 2, pid: 77, status: ExitStatus::Exited(1) };
+    assert_eq!(exited.subject(), Subject { generation: Some(4), instance: Some(2), pid: Some(77) });
+    let killing = Notice::Killing { generation: 5, pid: 78, after: ms(1) };
+    assert_eq!(killing.subject(), Subject { generation: Some(5), instance: None, pid: Some(78) });
+    let replaced = Notice::Replaced { generation: 6, instance: 0, old: 1, new: 2 };
+    assert_eq!(replaced.subject().pid, Some(2), "the new child");
+    assert_eq!(Notice::Stopping { pids: vec![1] }.subject(), Subject::default());
+}
+
+#[test]
 fn explicit_modes_are_not_told_the_auto_remedies() {
     let mut h = Harness::new(Config { ready_timeout: Duration::from_secs(2), ..config() });
     h.actions();

@@ -23,6 +23,10 @@ const FORMAT: u32 = 1;
 #[derive(Serialize, Deserialize)]
 pub struct Handoff {
     format: u32,
+    /// The service's name: the new binary keeps it even if its default
+    /// name would now come out otherwise (package.json changed).
+    #[serde(default)]
+    pub name: Option<String>,
     /// The path hotswap was first started from: every USR2 executes it.
     pub binary: PathBuf,
     /// hotswap's sockets.
@@ -91,6 +95,7 @@ impl DriverState {
 impl Handoff {
     /// Wraps what is handed over.
     pub fn new(
+        name: String,
         binary: PathBuf,
         sockets: Vec<sockets::Handed>,
         control: Option<RawFd>,
@@ -98,7 +103,16 @@ impl Handoff {
         notify_dir: PathBuf,
         driver: DriverState,
     ) -> Handoff {
-        Handoff { format: FORMAT, binary, sockets, control, claims, notify_dir, driver }
+        Handoff {
+            format: FORMAT,
+            name: Some(name),
+            binary,
+            sockets,
+            control,
+            claims,
+            notify_dir,
+            driver,
+        }
     }
 
     /// The fds that must stay open across the exec.

@@ -723,6 +723,7 @@ impl Driver {
             self.releases.iter().map(|(&g, r)| (g, r.clone())).collect(),
         );
         let handoff = Handoff::new(
+            self.service.name.clone(),
             binary.clone(),
             self.service.sockets.hand_over(),
             self.control_fd,
