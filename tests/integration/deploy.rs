@@ -1,11 +1,15 @@
 //! Deploys (issue 12): `examples/deploy/deploy.sh` and `rollback.sh` run as docs/deploy.md shows
 //! them, against a real hotswap under load (a good release, one that fails readiness and is put
 //! back, one that passes readiness but is bad and is rolled back), release folders named apart
-//! and pruned.
+//! and pruned; and the Ansible playbook of docs/fleet.md rolling releases over two hotswap
+//! services host by host, stopping at the first host whose new generation fails readiness.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hotswap::protocol::control::{GenerationState, LastReloadResult, Status};
@@ -13,11 +17,17 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::support::service::*;
-use crate::support::{Launch, hotswap_bin, path_str, poll_until, run_hotswap};
+use crate::support::{Launch, hotswap_bin, http_get, path_str, poll_until, run_hotswap};
 
 /// How long one run of a deploy script may take (a reload of the example server takes well
 /// under a second).
 const SCRIPT_BOUND: Duration = Duration::from_secs(60);
+
+/// How long one `ansible-playbook` run may take (about 3 to 6 s here on a loaded machine).
+const ANSIBLE_BOUND: Duration = Duration::from_secs(180);
+
+/// The pip requirement CI installs into `.venv` (and the message names when it is missing).
+const ANSIBLE_REQUIREMENT: &str = "ansible-core==2.19.14";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -330,4 +340,174 @@ fn release_folders_are_named_apart_and_the_newest_kept_with_current_and_previous
     let newest = added(&before, &releases(&root));
     assert_eq!(link(&root, "previous"), format!("releases/{}", deployed[5]));
     assert_eq!(releases(&root), [deployed[5].clone(), newest]);
+}
+
+/// A light load for the fleet test: one fresh-connection `GET /` every 5 ms, on a thread of its
+/// own, until stopped. (The load client's workers never pause: two of them per service would
+/// take the two cores from ansible, which needs them for a few seconds per run.)
+struct Prober {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Prober {
+    fn start(addr: SocketAddr) -> Prober {
+        let (stop, ok) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (stopped, oks) = (stop.clone(), ok.clone());
+        let thread = std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                match http_get(addr, "/") {
+                    Ok(r) if r.status == 200 => _ = oks.fetch_add(1, Ordering::Relaxed),
+                    Ok(r) => failures.push(format!("status {}: {}", r.status, r.body)),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            failures
+        });
+        Prober { stop, ok, thread }
+    }
+
+    /// Waits until `n` more requests than `since` have succeeded; returns the new count.
+    fn wait_for_ok(&self, since: u64, n: u64) -> u64 {
+        wait_until(&format!("{n} more ok probes"), WAIT, || {
+            let ok = self.ok.load(Ordering::Relaxed);
+            (ok >= since + n).then_some(ok)
+        })
+    }
+
+    /// Stops it; panics naming the failed requests, if any.
+    fn assert_no_failures(self, context: &str) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.thread.join().unwrap();
+        let ok = self.ok.load(Ordering::Relaxed);
+        assert!(failures.is_empty(), "{context}: {} failed, {ok} ok: {failures:?}", failures.len());
+        assert!(ok > 0, "{context}: no request succeeded");
+    }
+}
+
+/// `.venv/bin/ansible-playbook -i inventory.ini deploy.yml -e …` from the repository's root.
+fn ansible_playbook(env: &[(&str, &str)], extra_vars: &[String]) -> Output {
+    let program = repo().join(".venv/bin/ansible-playbook");
+    assert!(
+        program.is_file(),
+        "{} is missing: install it with `python3 -m venv .venv && .venv/bin/pip install \
+         {ANSIBLE_REQUIREMENT}` (CI's .ci/run does)",
+        program.display()
+    );
+    let mut args =
+        vec![example("ansible/deploy.yml"), "-i".into(), example("ansible/inventory.ini")];
+    for var in extra_vars {
+        args.extend(["-e".to_string(), var.clone()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&path_str(&program), &args, env, ANSIBLE_BOUND)
+}
+
+#[test]
+fn ansible_rolls_a_release_host_by_host_and_stops_at_the_first_failing_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (fleet, runtime, builds) =
+        (tmp.path().join("fleet"), tmp.path().join("run"), tmp.path().join("build"));
+    std::fs::create_dir(&runtime).unwrap();
+    let ansible_home = tmp.path().join("ansible");
+    let hotswap = path_str(&hotswap_bin());
+    let runtime_dir = path_str(&runtime);
+    let env = [("HOTSWAP", hotswap.as_str()), ("XDG_RUNTIME_DIR", runtime_dir.as_str())];
+    let ansible_env = [
+        ("XDG_RUNTIME_DIR", runtime_dir.clone()),
+        ("ANSIBLE_HOME", path_str(&ansible_home)),
+        ("ANSIBLE_LOCAL_TEMP", path_str(&ansible_home.join("tmp"))),
+        ("ANSIBLE_REMOTE_TEMP", path_str(&ansible_home.join("remote"))),
+        ("ANSIBLE_NOCOLOR", "1".into()),
+    ];
+    let ansible_env: Vec<(&str, &str)> =
+        ansible_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Release archives, as CI would build them.
+    let archive = |name: &str, extra: &str| {
+        let dir = build(&builds, name, extra);
+        let tarball = path_str(&tmp.path().join(format!("{name}.tar.gz")));
+        let out = run("tar", &["-czf", &tarball, "-C", &path_str(&dir), "."], &[], SCRIPT_BOUND);
+        succeeded(&out, "tar");
+        tarball
+    };
+    let (good, broken) = (archive("two", ""), archive("broken", "SERVER_EXIT_AT_START=3\n"));
+    let vars = |release: &str| {
+        vec![
+            format!("fleet_root={}", path_str(&fleet)),
+            format!("release={release}"),
+            format!("hotswap_bin={hotswap}"),
+        ]
+    };
+
+    // Two "hosts", each with its app root and service (names as in inventory.ini), running
+    // the first release.
+    let hosts = [("host-a", "app-a"), ("host-b", "app-b")];
+    let first = build(&builds, "one", "");
+    let services: Vec<(PathBuf, Service)> = hosts
+        .iter()
+        .map(|(host, name)| {
+            let root = fleet.join(host);
+            succeeded(&deploy(&env, &root, name, &[], &first), "the first deploy");
+            let svc = start_hotswap(&runtime, &root, name);
+            (root, svc)
+        })
+        .collect();
+    let probers: Vec<Prober> = services.iter().map(|(_, svc)| Prober::start(svc.addr)).collect();
+    let mut oks: Vec<u64> = probers.iter().map(|p| p.wait_for_ok(0, 20)).collect();
+    for (_, svc) in &services {
+        assert_eq!(version(svc), "one");
+    }
+
+    // A good release reaches both hosts.
+    let out = ansible_playbook(&ansible_env, &vars(&good));
+    succeeded(&out, "ansible-playbook with a good release");
+    let mut currents = Vec::new();
+    for (root, svc) in &services {
+        assert_eq!(version(svc), "two");
+        let status = svc.status();
+        assert_eq!(status.generation, Some(2), "{status:#?}");
+        let current = link(root, "current");
+        assert_eq!(serving_release(&status), release_dir(root, &current["releases/".len()..]));
+        currents.push(current);
+    }
+    for (prober, ok) in probers.iter().zip(oks.iter_mut()) {
+        *ok = prober.wait_for_ok(*ok, 20);
+    }
+
+    // A release that fails readiness: rolled back on the first host, the play stops there,
+    // ansible-playbook fails, and the second host is never touched.
+    let before_b = releases(&services[1].0);
+    let out = ansible_playbook(&ansible_env, &vars(&broken));
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "ansible-playbook with a broken release: {}",
+        describe(&out)
+    );
+    let output =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(output.contains("failed readiness"), "{output}");
+    assert!(!output.contains("host-b"), "no task ran on host-b: {output}");
+    let (root_a, svc_a) = &services[0];
+    assert_eq!(version(svc_a), "two");
+    assert_eq!(link(root_a, "current"), currents[0], "host-a's current is put back");
+    let status = svc_a.status();
+    let last = status.last_reload.as_ref().expect("a last reload on host-a");
+    assert_eq!(last.result, LastReloadResult::RolledBack, "{status:#?}");
+    let (root_b, svc_b) = &services[1];
+    assert_eq!(version(svc_b), "two");
+    assert_eq!(link(root_b, "current"), currents[1]);
+    assert_eq!(releases(root_b), before_b, "no release was copied to host-b");
+    let status = svc_b.status();
+    assert_eq!(status.generations.iter().map(|g| g.id).max(), Some(2), "{status:#?}");
+    let last = status.last_reload.as_ref().expect("a last reload on host-b");
+    assert_eq!((last.result, last.generation), (LastReloadResult::Ok, 2), "{status:#?}");
+
+    for (i, (prober, ok)) in probers.into_iter().zip(oks).enumerate() {
+        prober.wait_for_ok(ok, 20);
+        prober.assert_no_failures(&format!("{}: a good and a broken rollout", hosts[i].0));
+    }
 }
