@@ -187,7 +187,7 @@ else
 fi
 prune
 case $code in
-1) why="releases/$release failed readiness; hotswap rolled it back and the old generation serves on" ;;
+1) why="releases/$release failed readiness (or hotswap refused the reload: see above); the old generation serves on" ;;
 *) why="\`$HOTSWAP reload $service --wait\` exited $code" ;;
 esac
 echo "deploy: FAILED: $why; $back (releases/$release is kept to look at)" >&2

@@ -348,7 +348,7 @@ fn release_folders_are_named_apart_and_the_newest_kept_with_current_and_previous
 struct Prober {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
-    thread: std::thread::JoinHandle<Vec<String>>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl Prober {
@@ -367,7 +367,7 @@ impl Prober {
             }
             failures
         });
-        Prober { stop, ok, thread }
+        Prober { stop, ok, thread: Some(thread) }
     }
 
     /// Waits until `n` more requests than `since` have succeeded; returns the new count.
@@ -379,17 +379,24 @@ impl Prober {
     }
 
     /// Stops it; panics naming the failed requests, if any.
-    fn assert_no_failures(self, context: &str) {
+    fn assert_no_failures(mut self, context: &str) {
         self.stop.store(true, Ordering::Relaxed);
-        let failures = self.thread.join().unwrap();
+        let failures = self.thread.take().expect("not joined yet").join().unwrap();
         let ok = self.ok.load(Ordering::Relaxed);
         assert!(failures.is_empty(), "{context}: {} failed, {ok} ok: {failures:?}", failures.len());
         assert!(ok > 0, "{context}: no request succeeded");
     }
 }
 
-/// `.venv/bin/ansible-playbook -i inventory.ini deploy.yml -e …` from the repository's root.
-fn ansible_playbook(env: &[(&str, &str)], extra_vars: &[String]) -> Output {
+/// A test that panics midway stops its probes too.
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `.venv/bin/ansible-playbook`; panics saying how to install it when it is missing.
+fn ansible_playbook_bin() -> PathBuf {
     let program = repo().join(".venv/bin/ansible-playbook");
     assert!(
         program.is_file(),
@@ -397,6 +404,12 @@ fn ansible_playbook(env: &[(&str, &str)], extra_vars: &[String]) -> Output {
          {ANSIBLE_REQUIREMENT}` (CI's .ci/run does)",
         program.display()
     );
+    program
+}
+
+/// `.venv/bin/ansible-playbook -i inventory.ini deploy.yml -e …` from the repository's root.
+fn ansible_playbook(env: &[(&str, &str)], extra_vars: &[String]) -> Output {
+    let program = ansible_playbook_bin();
     let mut args =
         vec![example("ansible/deploy.yml"), "-i".into(), example("ansible/inventory.ini")];
     for var in extra_vars {
@@ -408,6 +421,7 @@ fn ansible_playbook(env: &[(&str, &str)], extra_vars: &[String]) -> Output {
 
 #[test]
 fn ansible_rolls_a_release_host_by_host_and_stops_at_the_first_failing_host() {
+    ansible_playbook_bin();
     let tmp = tempfile::tempdir().unwrap();
     let (fleet, runtime, builds) =
         (tmp.path().join("fleet"), tmp.path().join("run"), tmp.path().join("build"));
