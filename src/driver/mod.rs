@@ -702,6 +702,9 @@ impl Driver {
         // A socket no live child holds goes back to blocking, as systemd
         // passes sockets: a Node generation's O_NONBLOCK must not reach a
         // program with a blocking accept() loop.
+        if !self.service.sockets.any_nonblocking() {
+            return;
+        }
         let held: std::collections::HashSet<u64> =
             self.tracker.all_members().into_iter().flat_map(procfs::socket_inodes).collect();
         for socket in self.service.sockets.reset_nonblocking(|id| held.contains(&id.ino)) {

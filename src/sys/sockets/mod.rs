@@ -435,6 +435,16 @@ impl Sockets {
     /// as systemd would give it: an app's non-blocking choice (applied to
     /// the shared socket by the shim, or by the app itself) must not outlive
     /// its generation. Returns the sockets it changed.
+    /// Whether any socket is non-blocking now: only then is it worth asking
+    /// which ones a live child holds (a walk of every child's fds).
+    pub fn any_nonblocking(&self) -> bool {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        self.owned.iter().any(|o| {
+            fcntl(&o.fd, FcntlArg::F_GETFL)
+                .is_ok_and(|bits| OFlag::from_bits_truncate(bits).contains(OFlag::O_NONBLOCK))
+        })
+    }
+
     pub fn reset_nonblocking(&self, held: impl Fn(SocketId) -> bool) -> Vec<String> {
         use nix::fcntl::{FcntlArg, OFlag, fcntl};
         let mut reset = Vec::new();
