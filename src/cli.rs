@@ -229,6 +229,9 @@ pub struct Target {
     /// Its control socket.
     #[arg(long, value_name = "PATH", conflicts_with = "name", env = "HOTSWAP_CONTROL")]
     pub control: Option<PathBuf>,
+    /// The file its --pid-file wrote: the hotswap of that pid, wherever its control socket is.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["name", "control"])]
+    pub pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::cli::{ListArgs, ReloadArgs, StatusArgs, Target};
 use crate::protocol::control::{ChildState, ReloadResult, Reply, Request, Status};
 use crate::sys::control::{self, ClientError};
-use crate::sys::paths;
+use crate::sys::{paths, procfs};
 
 /// How long `status`, and `list` for each service (all at once), wait for an answer: a hotswap
 /// that does not answer in that time (stopped, or overwhelmed) is an error; `list` names it on
@@ -224,11 +224,14 @@ fn fail(e: &ClientError) -> i32 {
     e.exit_code()
 }
 
-/// The control socket to talk to: `--control`, the one of NAME, or the only one running (stale
-/// socket files, left by a hotswap that was killed, do not count).
+/// The control socket to talk to: `--control`, the hotswap of `--pid-file`, the one of NAME, or
+/// the only one running (stale socket files, left by a hotswap that was killed, do not count).
 fn control_path(target: &Target) -> Result<PathBuf, ClientError> {
     if let Some(path) = &target.control {
         return Ok(path.clone());
+    }
+    if let Some(pid_file) = &target.pid_file {
+        return control_of_pid_file(pid_file);
     }
     if let Some(name) = &target.name {
         return Ok(paths::control_socket(name));
@@ -252,6 +255,33 @@ fn control_path(target: &Target) -> Result<PathBuf, ClientError> {
             )))
         }
     }
+}
+
+/// The control socket of the hotswap whose pid `pid_file` holds: the unix sockets that process
+/// listens on, then those in the runtime directory, asked in turn until one answers with that pid.
+fn control_of_pid_file(pid_file: &Path) -> Result<PathBuf, ClientError> {
+    let shown = pid_file.display();
+    let text = std::fs::read_to_string(pid_file)
+        .map_err(|e| ClientError::Protocol(format!("--pid-file {shown}: {e}")))?;
+    let pid: u32 = text.trim().parse().map_err(|_| {
+        ClientError::Protocol(format!("--pid-file {shown}: not a pid: {:?}", text.trim()))
+    })?;
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(ClientError::Protocol(format!(
+            "--pid-file {shown}: no process {pid} (a hotswap that was killed left its pid file)"
+        )));
+    }
+    let mut candidates = procfs::unix_listeners(pid);
+    candidates.extend(control_sockets(&paths::runtime_dir()));
+    let answers = |path: &PathBuf| {
+        ask_status(path, Duration::from_secs(2)).is_ok_and(|status| status.pid == pid)
+    };
+    candidates.into_iter().find(answers).ok_or_else(|| {
+        ClientError::Protocol(format!(
+            "--pid-file {shown}: process {pid} answers on no control socket (not a hotswap, or \
+             not one of this user's: name its socket with --control)"
+        ))
+    })
 }
 
 fn table(s: &Status) -> String {

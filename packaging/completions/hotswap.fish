@@ -62,14 +62,17 @@ complete -c hotswap -n "__fish_hotswap_needs_command" -a "list" -d 'List every r
 complete -c hotswap -n "__fish_hotswap_needs_command" -a "completions" -d 'Print the completion script for SHELL on stdout (`hotswap completions bash > /etc/bash_completion.d/hotswap`)'
 complete -c hotswap -n "__fish_hotswap_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c hotswap -n "__fish_hotswap_using_subcommand reload" -l control -d 'Its control socket' -r -F
+complete -c hotswap -n "__fish_hotswap_using_subcommand reload" -l pid-file -d 'The file its --pid-file wrote: the hotswap of that pid, wherever its control socket is' -r -F
 complete -c hotswap -n "__fish_hotswap_using_subcommand reload" -l timeout -d 'With --wait: give up waiting after this long (exit 3; the reload goes on)' -r
 complete -c hotswap -n "__fish_hotswap_using_subcommand reload" -l wait -d 'Wait for the outcome, printing each step; exit 0 when the new generation took over'
 complete -c hotswap -n "__fish_hotswap_using_subcommand reload" -s h -l help -d 'Print help'
 complete -c hotswap -n "__fish_hotswap_using_subcommand rollback" -l control -d 'Its control socket' -r -F
+complete -c hotswap -n "__fish_hotswap_using_subcommand rollback" -l pid-file -d 'The file its --pid-file wrote: the hotswap of that pid, wherever its control socket is' -r -F
 complete -c hotswap -n "__fish_hotswap_using_subcommand rollback" -l timeout -d 'With --wait: give up waiting after this long (exit 3; the reload goes on)' -r
 complete -c hotswap -n "__fish_hotswap_using_subcommand rollback" -l wait -d 'Wait for the outcome, printing each step; exit 0 when the new generation took over'
 complete -c hotswap -n "__fish_hotswap_using_subcommand rollback" -s h -l help -d 'Print help'
 complete -c hotswap -n "__fish_hotswap_using_subcommand status" -l control -d 'Its control socket' -r -F
+complete -c hotswap -n "__fish_hotswap_using_subcommand status" -l pid-file -d 'The file its --pid-file wrote: the hotswap of that pid, wherever its control socket is' -r -F
 complete -c hotswap -n "__fish_hotswap_using_subcommand status" -l json -d 'Print the stable JSON form'
 complete -c hotswap -n "__fish_hotswap_using_subcommand status" -s h -l help -d 'Print help'
 complete -c hotswap -n "__fish_hotswap_using_subcommand list" -l json -d 'Print a JSON array of the services\' statuses (each as `hotswap status --json` prints it)'

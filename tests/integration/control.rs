@@ -302,6 +302,56 @@ fn the_service_is_found_by_name_or_as_the_only_one() {
     assert_eq!(parse_status(&status(&["status", "alpha", "--json"])).generation, Some(2));
 }
 
+/// `--pid-file PATH` (DESIGN.md §1) finds the hotswap of that pid, even with its control socket
+/// outside the runtime directory; a pid file that holds no pid, or the pid of a process that is
+/// gone or is not a hotswap, is one line and exit 2.
+#[test]
+fn the_service_is_found_by_its_pid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let xdg = path_str(&dir.path().join("runtime"));
+    let env = [("XDG_RUNTIME_DIR", xdg.as_str())];
+    let pid_file = path_str(&dir.path().join("app.pid"));
+    let control = path_str(&dir.path().join("elsewhere.sock"));
+    let args = ["--pid-file", &pid_file, "--control", &control, "--ready", "delay:10ms"];
+    let mut argv = args.to_vec();
+    argv.extend(["--", "sleep", "60"]);
+    let hs = Hotswap::start(&argv, &env);
+    hs.wait_for_stderr("gen 1 ready after ", WAIT);
+
+    let found = parse_status(&run_hotswap(&["status", "--json", "--pid-file", &pid_file], &env));
+    assert_eq!(found.pid, hs.pid() as u32, "the hotswap of the pid file");
+    let out = run_hotswap(&["reload", "--wait", "--pid-file", &pid_file], &env);
+    assert_eq!(out.status.code(), Some(0), "reload by pid file: {}", describe(&out));
+    let again = parse_status(&run_hotswap(&["status", "--json", "--pid-file", &pid_file], &env));
+    assert_eq!(again.generation, Some(2), "the reload reached it");
+
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path_str(&path)
+    };
+    // A process that is not a hotswap: this test's own.
+    let not_hotswap = write("other.pid", &format!("{}\n", std::process::id()));
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let cases = [
+        (write("garbage.pid", "hello\n"), "not a pid"),
+        (write("gone.pid", &gone_pid.to_string()), "no process"),
+        (not_hotswap, "answers on no control socket"),
+        (path_str(&dir.path().join("missing.pid")), "missing.pid"),
+    ];
+    for (path, says) in cases {
+        let out = run_hotswap(&["status", "--pid-file", &path], &env);
+        assert_eq!(out.status.code(), Some(2), "{path}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(says) && stderr.contains("--pid-file"), "{path}: {stderr}");
+    }
+    let out = run_hotswap(&["status", "--pid-file", &pid_file, "--control", &control], &env);
+    assert_eq!(out.status.code(), Some(2), "--pid-file with --control: {}", describe(&out));
+}
+
 /// A `reload --wait` that hotswap's stop cuts short exits 1: the reload will not happen.
 #[test]
 fn reload_wait_cancelled_by_a_stop_exits_1() {

@@ -39,7 +39,7 @@ mod tree;
 mod live_tests;
 
 pub use maps::preload_loaded;
-pub use net::count_connections;
+pub use net::{count_connections, unix_listeners};
 pub use scan::scan;
 pub use tree::{
     Stat, children_of, descendants, environ_var, group_members, in_tree, rss_of, stat, tree_rss,

@@ -158,6 +158,20 @@ pub(super) fn parse_unix(table: &str, wanted: impl Fn(u64) -> bool) -> Vec<UnixS
         .collect()
 }
 
+/// The paths of the unix sockets `pid` listens on (abstract ones left out):
+/// a hotswap known by its pid is asked at each until one answers as that
+/// pid, wherever `--control` put its control socket. Empty when `pid` is
+/// gone or its fds are not ours to read (`/proc/PID/fd`: same user or root).
+pub fn unix_listeners(pid: Pid) -> Vec<std::path::PathBuf> {
+    let Ok(fds) = fds::read(pid) else { return Vec::new() };
+    let inodes: HashSet<u64> = fds.sockets.into_iter().map(|(_, inode)| inode).collect();
+    parse_unix(&proc_net(pid, "unix"), |inode| inodes.contains(&inode))
+        .into_iter()
+        .filter(|s| s.listening)
+        .filter_map(|s| s.path.filter(|p| !p.starts_with('@')).map(Into::into))
+        .collect()
+}
+
 /// The sockets of a network namespace that a scan asked for, by inode.
 #[derive(Debug, Default)]
 pub(super) struct Tables {
