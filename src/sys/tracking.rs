@@ -339,9 +339,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut i = 0;
     while i < out.len() {
         if let Ok(entries) = fs::read_dir(&out[i]) {
-            out.extend(
-                entries.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).map(|e| e.path()),
-            );
+            // The type readdir gives (cgroupfs fills it in): a stat of each of
+            // a cgroup's ~50 files made reaping 64 instances cost ~20 ms.
+            let is_dir = |e: &fs::DirEntry| e.file_type().is_ok_and(|t| t.is_dir());
+            out.extend(entries.filter_map(|e| e.ok()).filter(is_dir).map(|e| e.path()));
         }
         i += 1;
     }
