@@ -12,7 +12,7 @@
 //!    no logging, no locks; `fail` reports a failed exec from the child.
 //! 3. `adopt_fd`: takes ownership of an fd nothing else owns yet (systemd's
 //!    `LISTEN_FDS`, one received as `SCM_RIGHTS`, one `accept4` returned,
-//!    one a re-exec of hotswap left open for it).
+//!    one a re-exec of hotswap left open for it) and makes it close-on-exec.
 //! 4. `pin_fd`: `dup3` onto a chosen fd number.
 //! 5. `cloexec_from`: `close_range(CLOSE_RANGE_CLOEXEC)`, or `fcntl` per fd.
 //! 6. `ignore_signal`: `signal(sig, SIG_IGN)`.
@@ -433,10 +433,20 @@ fn write_decimal(buf: &mut [u8], mut n: u32) -> usize {
 
 /// Takes ownership of `fd`, an fd the kernel handed hotswap that no Rust
 /// object owns yet: one systemd passed, one received as `SCM_RIGHTS`, one
-/// `accept4` returned. Fails with `EBADF` if it is not open.
+/// `accept4` returned, one a re-exec of hotswap left open. It becomes
+/// close-on-exec, as every fd hotswap owns: a child gets only the fds its
+/// spawn names, never one a previous hotswap handed over. Fails with
+/// `EBADF` if it is not open.
 pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only reads the fd table; it fails with EBADF for a closed fd.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: F_SETFD only sets the close-on-exec flag of this open fd.
+    if flags & libc::FD_CLOEXEC == 0
+        && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1
+    {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the fd is open, and nothing else in this process owns it: by

@@ -170,3 +170,40 @@ fn a_drain_deadline_set_before_usr2_is_kept_by_the_new_binary() {
     assert!(waited < Duration::from_secs(5), "killed {waited:?} after the TERM");
     svc.wait_index(killing, "gen 1 gone");
 }
+
+/// What `pid` has open, by kind (`socket`, `pipe`, `anon_inode:[eventpoll]`, a path), sorted:
+/// the numbers differ between hotswap processes (a readiness pipe's is wherever hotswap had
+/// room for it), what the child holds must not.
+fn open_fds(pid: u32) -> Vec<String> {
+    let mut kinds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            match target.split_once(":[") {
+                Some((kind, _)) if kind == "socket" || kind == "pipe" => kind.to_string(),
+                _ => target,
+            }
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// A child started after a USR2 gets what one started before got and nothing more: the fds
+/// the previous process handed over (control socket, claim socket, children's readiness
+/// channels) are hotswap's own again, close-on-exec, never a child's.
+#[test]
+fn a_child_started_after_usr2_gets_no_fd_of_hotswaps() {
+    let installed = Installed::new();
+    let svc = Service::start_via(installed.path(), &[], &[&server()]);
+    let before: Vec<Vec<String>> = child_pids(&svc).into_iter().map(open_fds).collect();
+    let from = svc.hs.stderr().line_count();
+    svc.hs.signal(Signal::SIGUSR2);
+    svc.wait_index(from, "resumed: gen 1 serving");
+    let switch = svc.hup_and_wait(2, 1);
+    let after: Vec<Vec<String>> = switch.new_pids.iter().map(|&pid| open_fds(pid)).collect();
+    assert_eq!(after, before, "the fds of a child started after USR2, and of one before");
+    svc.hup_and_wait(3, 2);
+    svc.assert_all_answered_by(3, 3);
+}
