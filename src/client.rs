@@ -74,6 +74,10 @@ pub fn reload(args: ReloadArgs, rollback: bool) -> i32 {
     });
     match result {
         Ok(()) => outcome.unwrap_or(2),
+        Err(e @ ClientError::Timeout(_)) => {
+            eprintln!("hotswap: {e}; the {what} goes on");
+            e.exit_code()
+        }
         Err(e) => fail(&e),
     }
 }

@@ -136,7 +136,7 @@ pub enum ClientError {
     Unreachable(PathBuf, io::Error),
     #[error("permission denied by hotswap at {0}")]
     PermissionDenied(PathBuf),
-    #[error("gave up waiting after {0:?}; the reload goes on")]
+    #[error("no answer from hotswap after {}", humantime::format_duration(*.0))]
     Timeout(Duration),
     #[error("{0}")]
     Protocol(String),

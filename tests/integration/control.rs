@@ -420,6 +420,8 @@ fn reload_wait_timeout_exits_3_and_the_reload_goes_on() {
     let out = svc.cli(&["reload", "--wait", "--timeout", "1s"]);
     let took = began.elapsed();
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("after 1s; the reload goes on"), "{}", describe(&out));
     assert!(took >= Duration::from_millis(950), "returned after {took:?}, before its 1s timeout");
     // The client returned before the generation it waited for was ready.
     assert!(!svc.logged_after(from, "gen 2 ready"), "gen 2 was ready before the timeout");
