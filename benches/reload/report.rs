@@ -438,8 +438,9 @@ fn spawn_goal(rows: &[Row], extras: &Extras) -> Vec<String> {
              {}, over {} SIGHUPs: from the signal to the arrival of hotswap's `gen N started \
              (pids …)` line; HUP → the first new instance's first line p50 {}; hotswap spawns \
              them one after the other on its main thread, each with its notify socket, ready \
-             pipe, channel and cgroup, while the ones spawned already exec and boot on the \
-             same cores; hotswap's own CPU over the whole reload p50 {})",
+             pipe, channel and cgroup, without waiting for each exec; they wait at a gate until \
+             all are spawned, then exec and boot side by side; hotswap's own CPU over the whole \
+             reload p50 {})",
             s.instances,
             p50(&spawned),
             spawned.iter().max().map_or("–".into(), |d| ms(*d)),

@@ -6,11 +6,9 @@ use std::collections::HashMap;
 
 use tokio::task::JoinHandle;
 
-use std::os::fd::OwnedFd;
-
 use crate::sys::channels::{self, Watch};
 use crate::sys::process::{self, Pid};
-use crate::sys::spawn;
+use crate::sys::spawn::{ExecReport, Forked};
 
 /// A child's `--ready exec:` probe.
 #[derive(Debug, Default)]
@@ -32,8 +30,9 @@ struct ChildIo {
     probe: Probe,
     /// It was sent the stop signal: what it leaves behind drains with it.
     retiring: bool,
-    /// Where it reports a failed exec (read once it has exited).
-    exec_report: Option<OwnedFd>,
+    /// Where it reports a failed exec (read once it has exited), holding
+    /// the memory it runs on until its exec.
+    exec_report: Option<ExecReport>,
 }
 
 impl Drop for ChildIo {
@@ -82,12 +81,15 @@ pub struct Handed {
 pub struct Children {
     by_pid: HashMap<Pid, ChildIo>,
     probes: HashMap<Pid, Pid>,
+    /// Each probe's exec report, until the probe is reaped (a probe killed
+    /// early may still run on the memory its report holds).
+    probe_reports: HashMap<Pid, ExecReport>,
 }
 
 impl Children {
     /// A child was spawned, with its channels' readers if it has any and
     /// the pipe on which it reports a failed exec.
-    pub fn add(&mut self, pid: Pid, channels: Option<Watch>, exec_report: OwnedFd) {
+    pub fn add(&mut self, pid: Pid, channels: Option<Watch>, exec_report: ExecReport) {
         let io = ChildIo {
             _channels: channels,
             probe: Probe::Idle,
@@ -115,11 +117,23 @@ impl Children {
         self.by_pid.insert(pid, io);
     }
 
-    /// Whether `child` runs its own program (not hotswap's fork of itself
-    /// any more). False when unknown: a handed-over child is not asked.
-    pub fn exec_done(&self, child: Pid) -> bool {
-        let report = self.by_pid.get(&child).and_then(|io| io.exec_report.as_ref());
-        report.is_some_and(spawn::exec_done)
+    /// Whether `child` runs its own program (not hotswap's clone of itself,
+    /// which holds copies of every fd hotswap has, any more). True for a
+    /// child a previous hotswap process handed over: it was not starting.
+    pub fn exec_done(&mut self, child: Pid) -> bool {
+        match self.by_pid.get_mut(&child).map(|io| io.exec_report.as_mut()) {
+            Some(Some(report)) => report.exec_done(),
+            Some(None) => true,
+            None => false,
+        }
+    }
+
+    /// Frees the memory of every child and probe that is past its exec.
+    pub fn release_executed(&mut self) {
+        let reports = self.by_pid.values_mut().filter_map(|io| io.exec_report.as_mut());
+        for report in reports.chain(self.probe_reports.values_mut()).filter(|r| r.lends()) {
+            report.settled();
+        }
     }
 
     /// `child` was sent the stop signal.
@@ -145,10 +159,17 @@ impl Children {
     }
 
     /// `probe` runs for `child`.
-    pub fn probe_running(&mut self, child: Pid, probe: Pid) {
-        if let Some(io) = self.by_pid.get_mut(&child) {
-            io.probe = Probe::Running(probe);
-            self.probes.insert(probe, child);
+    pub fn probe_running(&mut self, child: Pid, probe: Forked) {
+        let pid = probe.pid;
+        self.probe_reports.insert(pid, probe.exec_report);
+        match self.by_pid.get_mut(&child) {
+            Some(io) => {
+                io.probe = Probe::Running(pid);
+                self.probes.insert(pid, child);
+            }
+            None => {
+                let _ = process::kill_group(pid);
+            }
         }
     }
 
@@ -193,6 +214,7 @@ impl Children {
 
     /// Routes a reaped pid, releasing what was held for it.
     pub fn reaped(&mut self, pid: Pid) -> Reaped {
+        self.probe_reports.remove(&pid);
         if let Some(child) = self.probes.remove(&pid) {
             if let Some(io) = self.by_pid.get_mut(&child) {
                 io.probe = Probe::Idle;
@@ -200,11 +222,11 @@ impl Children {
             return Reaped::Probe { child };
         }
         match self.by_pid.remove(&pid) {
-            Some(io) => {
+            Some(mut io) => {
                 if let Probe::Running(probe) = io.probe {
                     self.probes.remove(&probe);
                 }
-                let exec_error = io.exec_report.as_ref().and_then(spawn::exec_error);
+                let exec_error = io.exec_report.as_mut().and_then(ExecReport::exec_error);
                 drop(io);
                 Reaped::Child { exec_error }
             }

@@ -53,6 +53,14 @@ impl Sampler {
         }
     }
 
+    /// `pid` has not exec'd yet: look again after the first interval, the
+    /// backoff untouched (its start has not begun).
+    pub fn not_yet(&mut self, pid: Pid, now: Instant) {
+        if let Some(w) = self.watched.get_mut(&pid) {
+            w.next = now + FIRST;
+        }
+    }
+
     /// When the next look is due; None when no child is starting.
     pub fn next_due(&self) -> Option<Instant> {
         self.watched.values().map(|w| w.next).min()

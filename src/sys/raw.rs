@@ -2,14 +2,17 @@
 //!
 //! Inventory:
 //! 1. `ExecPlan`'s `Send`/`Sync`: its raw pointers point into its own buffers.
-//! 2. `ExecPlan::spawn`: `clone(CLONE_VM | CLONE_VFORK)` (posix_spawn's way:
-//!    the child borrows hotswap's memory, hotswap waits for its exec),
-//!    `child_main` and `exec_child` in the child, which calls
-//!    only async-signal-safe functions (`setpgid`, `dup2`, `chdir`, `write`,
-//!    `fcntl`, `signal`, `sigemptyset`, `pthread_sigmask`, `prctl`,
-//!    `getppid`, `getpid`, `execve`, `_exit`, and the `setgroups`,
-//!    `setresgid`, `setresuid` system calls): no allocation, no formatting,
-//!    no logging, no locks; `fail` reports a failed exec from the child.
+//! 2. `ExecPlan::spawn`: `clone(CLONE_VM)` on a stack of its own, without
+//!    waiting for the child's exec: the child runs beside hotswap in its
+//!    memory, on a `ChildStart` and a stack that its `ExecReport` holds
+//!    until the child has exec'd or exited (end of file on the report
+//!    pipe; a report dropped earlier leaks them rather than free them under
+//!    the child). In the child, `child_main` and `exec_child` make system
+//!    calls only through `direct` (inline `syscall`/`svc`, x86-64 and
+//!    arm64): no libc function, so no `errno`, which the child would share
+//!    with hotswap's main thread, no allocation, no lock; `direct::die`
+//!    reports a failed exec from the child. `Gate` holds children before
+//!    exec until a whole batch is spawned.
 //! 3. `adopt_fd`: takes ownership of an fd nothing else owns yet (systemd's
 //!    `LISTEN_FDS`, one received as `SCM_RIGHTS`, one `accept4` returned,
 //!    one a re-exec of hotswap left open for it) and makes it close-on-exec.
@@ -25,7 +28,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -153,15 +156,21 @@ impl ExecPlan {
     }
 
     /// Starts a child in its own process group, stdin from /dev/null, stdout
-    /// and stderr shared with hotswap, the way `posix_spawn` does: `clone`
-    /// with `CLONE_VM | CLONE_VFORK`, so the child borrows hotswap's memory
-    /// (nothing is copied, and hotswap's pages do not turn copy-on-write,
-    /// which made 64 forks in a row cost ~2 ms each) and hotswap resumes
-    /// once the child has called `execve`. The child reports a failed exec
-    /// on the pipe whose read end comes back (4 bytes of errno, then it
-    /// exits 127 if the program was not found, else 126); end of file means
-    /// exec succeeded.
-    pub fn spawn(mut self) -> io::Result<Forked> {
+    /// and stderr shared with hotswap, and returns at once with its pid: the
+    /// child runs beside hotswap, in hotswap's memory (`clone(CLONE_VM)` on a
+    /// stack of its own: nothing is copied, and hotswap's pages do not turn
+    /// copy-on-write), and hotswap does not wait for its exec, so that 64
+    /// instances are spawned in the time of one each. With a `gate`, the
+    /// child waits before exec until the gate opens (`Gate` is dropped): a
+    /// generation's children do not take the CPU from hotswap while it
+    /// spawns the rest, and they do not queue on the kernel's cgroup
+    /// migration lock ahead of its next fork.
+    ///
+    /// The child reports a failed exec on the returned `ExecReport` (its
+    /// errno, then it exits 127 if the program was not found, else 126); end
+    /// of file means exec succeeded. The memory the child runs on is held by
+    /// that report until then.
+    pub fn spawn(self, gate: Option<&Gate>) -> io::Result<Forked> {
         let cwd = match &self.cwd {
             Some(dir) => Some(
                 CString::new(dir.as_os_str().as_bytes())
@@ -171,43 +180,42 @@ impl ExecPlan {
         };
         let devnull = std::fs::File::open("/dev/null")?;
         let (report, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let parent = std::process::id() as libc::pid_t;
-        // Every signal blocked across the fork: one aimed at the new child
-        // before it has reset its dispositions would run hotswap's handler
-        // in it (tokio's, which writes to hotswap's own signal pipe). The
-        // child unblocks once its dispositions are default; the parent at once.
-        let all = nix::sys::signal::SigSet::all();
-        let old_mask = all.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_SETMASK)?;
-        let mut start = ChildStart {
-            plan: &mut self,
-            parent,
+        let mut start = Box::new(ChildStart {
+            plan: self,
+            parent: std::process::id() as libc::pid_t,
             devnull: devnull.as_raw_fd(),
             report: report_write.as_raw_fd(),
+            gate: gate.map(|g| (g.read.as_raw_fd(), g.write.as_raw_fd())),
             cwd,
-        };
-        // The child's own stack, in hotswap's memory; it grows down from the end.
-        let mut stack = vec![0u8; CHILD_STACK];
-        let top = stack.as_mut_ptr().wrapping_add(CHILD_STACK) as usize & !15;
-        // SAFETY: the child runs only `child_main` on its own stack, then
-        // `exec_child`, which makes async-signal-safe calls on memory
-        // prepared before the clone and never returns (execve or _exit).
-        // It shares hotswap's memory (CLONE_VM) but hotswap's thread is
-        // suspended until the child has exec'd or exited (CLONE_VFORK), so
-        // `start` and `stack` outlive its use of them; a lock another thread
-        // holds (`--watch`'s watcher; hotswap runs tokio's current-thread
-        // runtime) is never taken by the child. Without CLONE_FILES,
-        // CLONE_FS or CLONE_SIGHAND, its fds, working directory and signal
-        // dispositions are its own copies.
+        });
+        let stack = ChildStack::new()?;
+        let top = stack.top();
+        // Every signal blocked across the clone: one aimed at the new child
+        // before it has reset its dispositions would run hotswap's handler
+        // in it (tokio's, which writes to hotswap's own signal pipe). The
+        // child unblocks once its dispositions are default; hotswap at once.
+        let all = nix::sys::signal::SigSet::all();
+        let old_mask = all.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_SETMASK)?;
+        let arg: *mut ChildStart = &mut *start;
+        // SAFETY: the child runs `child_main` on `stack`, then `exec_child`,
+        // which makes raw system calls only (`direct`: no libc function, so
+        // no `errno`, no lock, no allocation) on the `ChildStart` and its
+        // stack, and never returns (execve or exit_group). It shares
+        // hotswap's memory (CLONE_VM) while hotswap runs on: what it uses is
+        // on the heap, owned by the `ExecReport` returned below, which frees
+        // it only once the child has exec'd or exited (its end of the report
+        // pipe closed), and nothing else writes it meanwhile. Its fds and
+        // signal dispositions are its own copies (no CLONE_FILES,
+        // CLONE_SIGHAND); its signal mask is this thread's, all blocked.
         let pid = unsafe {
             libc::clone(
                 child_main,
                 top as *mut libc::c_void,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                (&mut start as *mut ChildStart<'_>).cast(),
+                libc::CLONE_VM | libc::SIGCHLD,
+                arg.cast(),
             )
         };
         let forked = io::Error::last_os_error();
-        drop(stack);
         old_mask.thread_set_mask()?;
         if pid < 0 {
             return Err(forked);
@@ -217,177 +225,414 @@ impl ExecPlan {
         let _ =
             nix::unistd::setpgid(nix::unistd::Pid::from_raw(pid), nix::unistd::Pid::from_raw(pid));
         drop(report_write);
-        Ok(Forked { pid: pid as u32, exec_report: report })
+        let lent = Some(Lent { _start: start, _stack: stack });
+        Ok(Forked { pid: pid as u32, exec_report: ExecReport { pipe: report, lent } })
     }
 
-    /// The child's side of `spawn`: everything between fork and exec.
+    /// The child's side of `spawn`: everything between clone and exec.
     ///
     /// # Safety
     ///
-    /// Only in the child of `fork`, once. It calls only async-signal-safe
-    /// functions (`setpgid`, `dup2`, `chdir`, `write`, `fcntl`, `signal`,
-    /// `sigemptyset`, `pthread_sigmask`, `prctl`, `getppid`, `getpid`,
-    /// `execve`, `_exit`, and the raw `setgroups`, `setresgid`, `setresuid`
-    /// system calls) on memory the plan owns or its own stack, and never
-    /// returns: no destructor runs, nothing is allocated or locked.
-    unsafe fn exec_child(
-        &mut self,
-        parent: libc::pid_t,
-        devnull: RawFd,
-        report: RawFd,
-        cwd: Option<&std::ffi::CStr>,
-    ) -> ! {
-        // SAFETY: per this function's contract; each call below is
-        // async-signal-safe and touches only the plan, the stack and fds
-        // that are open in this process.
+    /// Only in the child of `spawn`'s clone, once, on its own stack. It makes
+    /// only raw system calls (`direct`), which touch no thread-local state
+    /// (the child shares hotswap's main thread's), on memory the plan owns
+    /// or its own stack, and never returns: no destructor runs, nothing is
+    /// allocated or locked.
+    unsafe fn exec_child(&mut self, start: ChildFds) -> ! {
+        use direct::{call, die};
+        let report = start.report;
+        // SAFETY: per this function's contract: each call is a system call
+        // on fds open in this process and memory the plan or this stack owns.
         unsafe {
-            libc::setpgid(0, 0);
-            if libc::dup2(devnull, 0) == -1 {
-                fail(report, 126);
+            let _ = call(libc::SYS_setpgid, [0, 0, 0, 0]);
+            if let Err(e) = call(libc::SYS_dup3, [start.devnull as usize, 0, 0, 0]) {
+                die(report, 126, e);
             }
-            if let Some(dir) = &cwd {
-                if libc::chdir(dir.as_ptr()) == -1 {
-                    fail(report, 126);
+            if !start.cwd.is_null() {
+                if let Err(e) = call(libc::SYS_chdir, [start.cwd as usize, 0, 0, 0]) {
+                    die(report, 126, e);
                 }
+            }
+            // The gate: its write end closed here (this child must not hold
+            // it open), then wait for end of file, once hotswap has spawned
+            // the whole batch. Every signal is blocked: no EINTR.
+            if let Some((read, write)) = start.gate {
+                let _ = call(libc::SYS_close, [write as usize, 0, 0, 0]);
+                let mut byte = 0u8;
+                let _ = call(libc::SYS_read, [read as usize, &mut byte as *mut u8 as usize, 1, 0]);
+                let _ = call(libc::SYS_close, [read as usize, 0, 0, 0]);
             }
             // Before it can start anything: into its cgroup ("0" is the writer itself).
             if let Some(fd) = self.cgroup_procs {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    fail(report, 126);
+                if let Err(e) = call(libc::SYS_write, [fd as usize, b"0".as_ptr() as usize, 1, 0]) {
+                    die(report, 126, e);
                 }
             }
             // Then the privileges go, groups before the user (after setuid
-            // there is no right to change them). Raw system calls: glibc's
-            // wrappers may signal other threads to change theirs too, a
-            // machinery a forked child must not enter; it has one thread.
+            // there is no right to change them). The system calls change this
+            // thread alone, which is all the child has (glibc's wrappers
+            // would signal hotswap's threads to change theirs).
             if let Some(id) = &self.identity {
-                let groups = libc::syscall(
-                    libc::SYS_setgroups,
-                    id.groups.len() as libc::size_t,
-                    id.groups.as_ptr(),
-                );
-                let gid = libc::syscall(libc::SYS_setresgid, id.gid, id.gid, id.gid);
-                let uid = libc::syscall(libc::SYS_setresuid, id.uid, id.uid, id.uid);
-                if groups == -1 || gid == -1 || uid == -1 {
-                    fail(report, 126);
+                let groups = [id.groups.len(), id.groups.as_ptr() as usize, 0, 0];
+                let gid = id.gid as usize;
+                let uid = id.uid as usize;
+                let dropped = call(libc::SYS_setgroups, groups)
+                    .and_then(|_| call(libc::SYS_setresgid, [gid, gid, gid, 0]))
+                    .and_then(|_| call(libc::SYS_setresuid, [uid, uid, uid, 0]));
+                if let Err(e) = dropped {
+                    die(report, 126, e);
                 }
             }
-            // dup2 leaves the new number open across exec; one already in
+            // dup3 leaves the new number open across exec; one already in
             // place only needs its close-on-exec flag cleared.
             for &(from, to) in &self.fd_map {
                 let kept = if from == to {
-                    libc::fcntl(to, libc::F_SETFD, 0)
+                    call(libc::SYS_fcntl, [to as usize, libc::F_SETFD as usize, 0, 0])
                 } else {
-                    libc::dup2(from, to)
+                    call(libc::SYS_dup3, [from as usize, to as usize, 0, 0])
                 };
-                if kept == -1 {
-                    fail(report, 126);
+                if let Err(e) = kept {
+                    die(report, 126, e);
                 }
             }
             for &fd in &self.keep_fds {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    fail(report, 126);
+                if let Err(e) = call(libc::SYS_fcntl, [fd as usize, libc::F_SETFD as usize, 0, 0]) {
+                    die(report, 126, e);
                 }
             }
             // Dispositions first, then the mask (all blocked since before
-            // the fork): a signal sent to the child meanwhile meets the
-            // default action, never hotswap's handler. Every
-            // disposition goes back to default (hotswap handles some and
-            // ignores others; handlers revert at exec by themselves, ignored
-            // ones do not), except SIGPIPE: ignored, as systemd starts
-            // services, so a child whose log reader went away gets EPIPE,
-            // not death. glibc refuses its own two (32, 33): harmless.
+            // the clone): a signal sent to the child meanwhile meets the
+            // default action, never hotswap's handler. Every disposition
+            // goes back to default (hotswap handles some and ignores others;
+            // handlers revert at exec by themselves, ignored ones do not),
+            // except SIGPIPE: ignored, as systemd starts services, so a child
+            // whose log reader went away gets EPIPE, not death. 32 and 33
+            // are glibc's own (thread cancellation, set*id), which hotswap
+            // never changes: they stay as hotswap was given them.
             for sig in 1..=LAST_SIGNAL {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
+                if ![libc::SIGKILL, libc::SIGSTOP, 32, 33].contains(&sig) {
+                    let _ = direct::set_disposition(sig, libc::SIG_DFL);
                 }
             }
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-            let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-            libc::sigemptyset(empty.as_mut_ptr());
-            libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
+            let _ = direct::set_disposition(libc::SIGPIPE, libc::SIG_IGN);
+            let empty: u64 = 0;
+            let unblock = [libc::SIG_SETMASK as usize, &empty as *const u64 as usize, 0, 8];
+            let _ = call(libc::SYS_rt_sigprocmask, unblock);
             if self.dies_with_parent {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                let deathsig = [libc::PR_SET_PDEATHSIG as usize, libc::SIGKILL as usize, 0, 0];
+                let _ = call(libc::SYS_prctl, deathsig);
                 // hotswap died before the prctl: nobody would kill us later.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
+                if call(libc::SYS_getppid, [0; 4]) != Ok(start.parent as usize) {
+                    direct::exit(1);
                 }
             }
             if self.set_listen_pid {
                 let digits_at = LISTEN_PID.len();
-                let pid = libc::getpid() as u32;
+                let pid = call(libc::SYS_getpid, [0; 4]).unwrap_or(0) as u32;
                 let len = write_decimal(&mut self.listen_pid[digits_at..], pid);
                 self.listen_pid[digits_at + len] = 0;
                 let slot = self.envp.len() - 2;
                 self.envp[slot] = self.listen_pid.as_ptr().cast();
             }
-            libc::execve(self.path.as_ptr(), self.argv_ptrs.as_ptr(), self.envp.as_ptr());
-            let not_found = *libc::__errno_location() == libc::ENOENT;
-            fail(report, if not_found { 127 } else { 126 })
+            let exec = [
+                self.path.as_ptr() as usize,
+                self.argv_ptrs.as_ptr() as usize,
+                self.envp.as_ptr() as usize,
+                0,
+            ];
+            let errno = call(libc::SYS_execve, exec).err().unwrap_or(libc::ENOEXEC);
+            die(report, if errno == libc::ENOENT { 127 } else { 126 }, errno)
         }
     }
 }
 
 /// The child's stack size: `exec_child` needs a few hundred bytes; this is
-/// what glibc's `posix_spawn` gives it, doubled.
+/// what glibc's `posix_spawn` gives it, doubled. Only the pages it touches
+/// take memory.
 const CHILD_STACK: usize = 64 * 1024;
 
+/// A spawned child's stack: its own mapping, with an inaccessible page
+/// below it, so that an overflow kills the child instead of writing over
+/// hotswap's memory.
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    fn new() -> io::Result<ChildStack> {
+        let guard = 4096;
+        let len = CHILD_STACK + guard;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: a new anonymous mapping at an address the kernel picks:
+        // no memory that exists is touched.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = ChildStack { base, len };
+        // SAFETY: the lowest page of the mapping just made, which nothing uses.
+        if unsafe { libc::mprotect(base, guard, libc::PROT_NONE) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// Where the stack starts (it grows down), 16-byte aligned.
+    fn top(&self) -> usize {
+        (self.base as usize + self.len) & !15
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `new` made, unmapped once: its `Lent` is
+        // dropped only after the child that ran on it exec'd or exited.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
 /// What the cloned child needs, passed to `child_main` by pointer.
-struct ChildStart<'a> {
-    plan: &'a mut ExecPlan,
+struct ChildStart {
+    plan: ExecPlan,
     parent: libc::pid_t,
     devnull: RawFd,
     report: RawFd,
+    /// The gate's read and write ends, as numbered in the child's copy of the fd table.
+    gate: Option<(RawFd, RawFd)>,
     cwd: Option<CString>,
+}
+
+/// What `exec_child` needs besides the plan, copied out of `ChildStart`.
+#[derive(Clone, Copy)]
+struct ChildFds {
+    parent: libc::pid_t,
+    devnull: RawFd,
+    report: RawFd,
+    gate: Option<(RawFd, RawFd)>,
+    /// The working directory, NUL-terminated, or null.
+    cwd: *const c_char,
 }
 
 /// The cloned child's entry point: runs `exec_child`, never returns.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `ChildStart` that `spawn` passed to clone, alive
-    // while hotswap waits for this child to exec (CLONE_VFORK); nothing else
-    // touches it meanwhile. We are the freshly cloned child, as `exec_child`
-    // requires; everything stays owned by hotswap, which frees it.
+    // SAFETY: `arg` is the boxed `ChildStart` that `spawn` passed to clone,
+    // kept alive by the child's `ExecReport` until this child has exec'd or
+    // exited, and touched by nothing else meanwhile. We are the freshly
+    // cloned child, as `exec_child` requires.
     unsafe {
-        let start = &mut *arg.cast::<ChildStart<'_>>();
-        let cwd = start.cwd.as_deref();
-        start.plan.exec_child(start.parent, start.devnull, start.report, cwd)
+        let start = &mut *arg.cast::<ChildStart>();
+        let fds = ChildFds {
+            parent: start.parent,
+            devnull: start.devnull,
+            report: start.report,
+            gate: start.gate,
+            cwd: start.cwd.as_ref().map_or(std::ptr::null(), |dir| dir.as_ptr()),
+        };
+        start.plan.exec_child(fds)
     }
 }
 
-/// A child just forked by `ExecPlan::spawn`.
+/// Children spawned while a gate is closed wait before exec until it opens
+/// (the `Gate` is dropped): a pipe whose write end only hotswap holds
+/// (each child closes its copy), so its read end gives end of file then.
+pub struct Gate {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> io::Result<Gate> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        Ok(Gate { read, write })
+    }
+}
+
+/// The memory a spawned child runs on until its exec: its `ChildStart`
+/// (the plan) and its stack.
+struct Lent {
+    _start: Box<ChildStart>,
+    _stack: ChildStack,
+}
+
+/// A child just spawned by `ExecPlan::spawn`.
 #[derive(Debug)]
 pub struct Forked {
     /// Its pid, also its process group id.
     pub pid: u32,
-    /// Read end of the pipe on which it reports a failed exec: 4 bytes of
-    /// errno, or end of file once exec succeeded.
-    pub exec_report: OwnedFd,
+    pub exec_report: ExecReport,
 }
 
-/// In the child: reports errno on `report` and exits with `code`.
-///
-/// # Safety
-///
-/// Only in a forked child: `write` and `_exit` are async-signal-safe.
-unsafe fn fail(report: RawFd, code: i32) -> ! {
-    // SAFETY: reads this thread's errno and writes 4 bytes from the stack
-    // to an open fd; _exit ends the child without running anything else.
-    unsafe {
-        let errno = *libc::__errno_location();
-        libc::write(report, (&errno as *const i32).cast(), 4);
-        libc::_exit(code)
+/// The read end of the pipe on which a spawned child reports a failed exec
+/// (4 bytes of errno; end of file once exec succeeded), and the memory it
+/// runs on until then.
+pub struct ExecReport {
+    pipe: OwnedFd,
+    lent: Option<Lent>,
+}
+
+impl std::fmt::Debug for ExecReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecReport").field("pipe", &self.pipe).finish_non_exhaustive()
     }
 }
 
-/// What a child reported on its `exec_report` pipe, read once it has
-/// exited: the errno of a failed exec, or None if exec succeeded.
-pub fn exec_error(report: &OwnedFd) -> Option<io::Error> {
-    let mut errno = [0u8; 4];
-    match nix::unistd::read(report, &mut errno) {
-        Ok(4) => Some(io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
-        _ => None,
+impl ExecReport {
+    /// Whether it still holds memory the child may run on.
+    pub fn lends(&self) -> bool {
+        self.lent.is_some()
+    }
+
+    /// Whether the child is past its exec, or gone: its end of the pipe is
+    /// closed (at exec, close-on-exec; or at exit). Frees the memory it ran
+    /// on once so.
+    pub fn settled(&mut self) -> bool {
+        self.settle() & libc::POLLHUP != 0
+    }
+
+    /// Whether the child has executed its program: settled, and no errno
+    /// came (a failed exec writes one first).
+    pub fn exec_done(&mut self) -> bool {
+        let events = self.settle();
+        events & libc::POLLHUP != 0 && events & libc::POLLIN == 0
+    }
+
+    /// The pipe's events now; frees the lent memory once it hangs up.
+    fn settle(&mut self) -> i16 {
+        let events = poll_now(self.pipe.as_fd(), libc::POLLIN).unwrap_or(0);
+        if events & libc::POLLHUP != 0 {
+            self.lent = None;
+        }
+        events
+    }
+
+    /// Why the child's exec failed, once it has exited; None if it succeeded.
+    pub fn exec_error(&mut self) -> Option<io::Error> {
+        self.settled();
+        let mut errno = [0u8; 4];
+        match nix::unistd::read(&self.pipe, &mut errno) {
+            Ok(4) => Some(io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
+            _ => None,
+        }
     }
 }
+
+impl Drop for ExecReport {
+    /// A child that may still run on the lent memory keeps it: it is leaked
+    /// rather than freed under the child (a report dropped before its child
+    /// settled; never on the usual path, which frees it at settling).
+    fn drop(&mut self) {
+        if self.lent.is_some() && !self.settled() {
+            std::mem::forget(self.lent.take());
+        }
+    }
+}
+
+/// System calls made directly, for the child that runs beside hotswap in its
+/// memory: glibc's wrappers set `errno`, a thread-local variable that the
+/// child shares with hotswap's main thread (it runs on that thread's
+/// thread-local storage, as it has no other), where hotswap may be reading
+/// its own. These return the kernel's error number instead.
+mod direct {
+    /// System call `n` with up to four arguments: its return value, or the
+    /// error number it returned.
+    ///
+    /// # Safety
+    ///
+    /// The arguments are valid for system call `n` (pointers to memory that
+    /// lives through the call, open fds).
+    #[inline(always)]
+    pub unsafe fn call(n: libc::c_long, args: [usize; 4]) -> Result<usize, i32> {
+        let ret: isize;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the `syscall` instruction with the kernel's x86-64 calling
+        // convention (number in rax, arguments in rdi, rsi, rdx, r10; rcx and
+        // r11 clobbered); memory the arguments point to is the caller's
+        // promise. No stack is used, flags and other registers are kept.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") n as isize => ret,
+                in("rdi") args[0],
+                in("rsi") args[1],
+                in("rdx") args[2],
+                in("r10") args[3],
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `svc 0` with the kernel's arm64 calling convention (number
+        // in x8, arguments and result in x0..x3); memory the arguments point
+        // to is the caller's promise.
+        unsafe {
+            std::arch::asm!(
+                "svc 0",
+                in("x8") n,
+                inlateout("x0") args[0] as isize => ret,
+                in("x1") args[1],
+                in("x2") args[2],
+                in("x3") args[3],
+                options(nostack),
+            );
+        }
+        // The kernel returns -4095..=-1 for an error number.
+        if (-4095..0).contains(&ret) { Err(-ret as i32) } else { Ok(ret as usize) }
+    }
+
+    /// `struct sigaction` as `rt_sigaction` reads it on x86-64 and arm64
+    /// (handler, flags, restorer, then a 64-bit mask), not glibc's.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+
+    /// Sets `sig`'s disposition to `SIG_DFL` or `SIG_IGN`.
+    ///
+    /// # Safety
+    ///
+    /// Only for those two: no handler code is named.
+    pub unsafe fn set_disposition(sig: i32, disposition: libc::sighandler_t) -> Result<usize, i32> {
+        let action = KernelSigaction { handler: disposition, flags: 0, restorer: 0, mask: 0 };
+        let args = [sig as usize, &action as *const KernelSigaction as usize, 0, 8];
+        // SAFETY: the action lives on this stack through the call; no old action is read back.
+        unsafe { call(libc::SYS_rt_sigaction, args) }
+    }
+
+    /// In the child: reports `errno` on `report` and exits with `code`.
+    ///
+    /// # Safety
+    ///
+    /// Only in a spawned child, which ends here.
+    pub unsafe fn die(report: i32, code: i32, errno: i32) -> ! {
+        // SAFETY: writes 4 bytes from this stack to an open fd.
+        unsafe {
+            let _ = call(libc::SYS_write, [report as usize, &errno as *const i32 as usize, 4, 0]);
+            exit(code)
+        }
+    }
+
+    /// Ends the child with `code`, running nothing else (no atexit, no flush).
+    ///
+    /// # Safety
+    ///
+    /// Only in a spawned child.
+    pub unsafe fn exit(code: i32) -> ! {
+        loop {
+            // SAFETY: exit_group takes no memory and does not return.
+            let _ = unsafe { call(libc::SYS_exit_group, [code as usize, 0, 0, 0]) };
+        }
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("hotswap's spawn makes its system calls directly on x86-64 and arm64 only");
 
 /// Ignores `sig` in hotswap (never in a child: the spawn resets it).
 pub fn ignore_signal(sig: i32) -> io::Result<()> {
@@ -443,11 +688,11 @@ pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     if flags == -1 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: F_SETFD only sets the close-on-exec flag of this open fd.
-    if flags & libc::FD_CLOEXEC == 0
-        && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1
-    {
-        return Err(io::Error::last_os_error());
+    if flags & libc::FD_CLOEXEC == 0 {
+        // SAFETY: F_SETFD only sets the close-on-exec flag of this open fd.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
     }
     // SAFETY: the fd is open, and nothing else in this process owns it: by
     // the LISTEN_FDS protocol (adopted once, at start, before any other code

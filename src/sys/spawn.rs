@@ -14,7 +14,7 @@ use thiserror::Error;
 use super::identity::RunAs;
 use super::preload;
 use super::raw::ExecPlan;
-pub use super::raw::Forked;
+pub use super::raw::{ExecReport, Forked, Gate};
 use crate::protocol::activation::{self, ChildEnv, FIRST_FD, PassedSocket};
 
 /// Why a program could not be started, with the shell's exit status for it.
@@ -146,7 +146,8 @@ impl Spawner {
     /// to name it) at fds 3, 4, … in order, `extra_env` and the `extra_fds`
     /// it names, in the cgroup whose `cgroup.procs` is open as
     /// `cgroup_procs`. Returns once it is forked, with its pid (also its
-    /// process group id) and the pipe that reports a failed exec.
+    /// process group id) and its `ExecReport`, without waiting for its exec;
+    /// with a `gate`, the child execs only once the gate opens.
     #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         &self,
@@ -157,6 +158,7 @@ impl Spawner {
         extra_env: Vec<(String, String)>,
         extra_fds: &[RawFd],
         cgroup_procs: Option<RawFd>,
+        gate: Option<&Gate>,
     ) -> Result<Forked, SpawnError> {
         let program = &self.command[0];
         let path = &release.program;
@@ -194,21 +196,21 @@ impl Spawner {
         if let Some(fd) = cgroup_procs {
             plan = plan.into_cgroup(fd);
         }
-        plan.spawn().map_err(|e| SpawnError::Exec(shown(), e))
+        plan.spawn(gate).map_err(|e| SpawnError::Exec(shown(), e))
     }
 }
 
 /// Starts `/bin/sh -c COMMAND` for `--ready exec:` with `HOTSWAP_PID=<child>`,
 /// in a process group of its own and killed if hotswap dies, so that a
 /// probe that hangs can be killed as a whole and never outlives hotswap.
-pub fn spawn_probe(command: &str, child: u32) -> Result<u32, SpawnError> {
+pub fn spawn_probe(command: &str, child: u32) -> Result<Forked, SpawnError> {
     let shell = Path::new("/bin/sh");
     let argv = vec!["sh".into(), "-c".into(), command.into()];
     let mut env = activation::inheritable(std::env::vars_os());
     env.push(("HOTSWAP_PID".into(), child.to_string().into()));
     let exec_error = |e| SpawnError::Exec("/bin/sh".into(), e);
     let plan = ExecPlan::new(shell, argv, env, Vec::new(), None).map_err(exec_error)?;
-    plan.helper().spawn().map(|forked| forked.pid).map_err(exec_error)
+    plan.helper().spawn(None).map_err(exec_error)
 }
 
 /// The variables of the env file at `path`.
@@ -220,18 +222,4 @@ pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, SpawnError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| SpawnError::EnvFile(shown.clone(), e.to_string()))?;
     crate::protocol::envfile::parse(&text).map_err(|e| SpawnError::EnvFile(shown, e.to_string()))
-}
-
-/// Why `forked`'s exec failed, once it has exited; None if it succeeded.
-pub fn exec_error(forked_report: &std::os::fd::OwnedFd) -> Option<io::Error> {
-    super::raw::exec_error(forked_report)
-}
-
-/// Whether `forked` has executed its program: its end of the report pipe
-/// closed at exec, and no errno came (a failed exec writes one first).
-pub fn exec_done(forked_report: &std::os::fd::OwnedFd) -> bool {
-    use std::os::fd::AsFd;
-    let hangup = super::raw::poll_now(forked_report.as_fd(), libc::POLLIN);
-    let Ok(events) = hangup else { return false };
-    events & libc::POLLHUP != 0 && events & libc::POLLIN == 0
 }

@@ -165,6 +165,11 @@ impl Tracker {
         let reaped = tracked.reaped;
         if let Some(dir) = &tracked.cgroup {
             let left = self.remains(pid);
+            // A child spawned but not past its exec has not moved into its
+            // cgroup yet (it waits at the spawn gate): killed by its pid.
+            if !reaped {
+                let _ = kill(NixPid::from_raw(pid as i32), Signal::SIGKILL);
+            }
             if let Err(e) = kill_cgroup(dir) {
                 tracing::warn!("cgroup.kill in {}: {e}", dir.display());
             }
