@@ -26,6 +26,9 @@ struct Watch {
     looks: u32,
     /// No deep look before this (ten times the last deep look's cost after it).
     deep_after: Instant,
+    /// It said it is ready: every look is deep (as its cost allows), since
+    /// the workers of a busy app are seen by the connections they hold.
+    signalled: bool,
 }
 
 /// The starting children being watched, each with its next look.
@@ -37,7 +40,13 @@ pub struct Sampler {
 impl Sampler {
     /// `pid` was spawned at `now`: start looking.
     pub fn watch(&mut self, pid: Pid, now: Instant) {
-        let watch = Watch { next: now + FIRST, interval: FIRST, looks: 0, deep_after: now };
+        let watch = Watch {
+            next: now + FIRST,
+            interval: FIRST,
+            looks: 0,
+            deep_after: now,
+            signalled: false,
+        };
         self.watched.insert(pid, watch);
     }
 
@@ -46,10 +55,12 @@ impl Sampler {
         self.watched.remove(&pid);
     }
 
-    /// Something happened that a look would confirm (it signalled): look now.
+    /// Something happened that a look would confirm (it signalled): look
+    /// now, and deep from now on.
     pub fn look_now(&mut self, pid: Pid, now: Instant) {
         if let Some(w) = self.watched.get_mut(&pid) {
             w.next = now;
+            w.signalled = true;
         }
     }
 
@@ -72,7 +83,10 @@ impl Sampler {
         self.watched
             .iter()
             .filter(|(_, w)| w.next <= now)
-            .map(|(&pid, w)| (pid, w.looks % DEEP_EVERY >= DEEP_EVERY - 1 && now >= w.deep_after))
+            .map(|(&pid, w)| {
+                let turn = w.signalled || w.looks % DEEP_EVERY >= DEEP_EVERY - 1;
+                (pid, turn && now >= w.deep_after)
+            })
             .collect()
     }
 
@@ -181,5 +195,21 @@ mod tests {
         assert_eq!(s.next_due(), Some(t0 + ms(200)), "ten times the cost");
         s.look_now(1, t0 + ms(5));
         assert_eq!(s.next_due(), Some(t0 + ms(5)), "a signal asks for a look at once");
+    }
+
+    #[test]
+    fn after_a_signal_every_look_is_deep_as_its_cost_allows() {
+        let t0 = Instant::now();
+        let mut s = Sampler::default();
+        s.watch(1, t0);
+        assert!(!s.due(t0 + ms(2))[0].1, "the first look is cheap");
+        s.look_now(1, t0 + ms(3));
+        assert!(s.due(t0 + ms(3))[0].1, "deep at once after the signal");
+        s.looked(1, t0 + ms(3), ms(2), true);
+        let next = s.next_due().unwrap();
+        assert!(!s.due(next)[0].1, "paced: not deep before ten times its cost");
+        s.looked(1, next, Duration::ZERO, false);
+        let later = t0 + ms(23);
+        assert!(s.due(later.max(s.next_due().unwrap()))[0].1, "deep again once paced");
     }
 }
