@@ -456,12 +456,20 @@ impl Driver {
                 return Event::SpawnFailed { generation, instance, status: None, reason };
             }
         };
-        let cgroup = placement.cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
+        let cgroup = placement.cgroup.clone();
         let env = channels.env.clone();
         let sockets = self.service.sockets.passed_for(instance);
         let spawner = &self.service.spawner;
-        match spawner.spawn(release, generation, instance, &sockets, env, &extra_fds, cgroup, gate)
-        {
+        match spawner.spawn(
+            release,
+            generation,
+            instance,
+            &sockets,
+            env,
+            &extra_fds,
+            cgroup.as_deref(),
+            gate,
+        ) {
             Ok(Forked { pid, exec_report }) => {
                 tracing::debug!("gen {generation} instance {instance} spawned pid {pid}");
                 self.tracker.spawned(pid, generation, instance, placement);

@@ -61,9 +61,10 @@ pub struct ExecPlan {
     set_listen_pid: bool,
     /// The child gets SIGKILL when hotswap dies (`PR_SET_PDEATHSIG`).
     dies_with_parent: bool,
-    /// A cgroup's `cgroup.procs`, open for writing: the child moves itself
-    /// there before exec, so nothing it starts is ever outside it.
-    cgroup_procs: Option<RawFd>,
+    /// The child's cgroup directory and its `cgroup.procs`: the child makes
+    /// the cgroup and moves itself there before exec, so nothing it starts
+    /// is ever outside it (and hotswap spends no time on it meanwhile).
+    cgroup: Option<(CString, CString)>,
     /// `--user`/`--group`: who the child becomes after entering its cgroup.
     identity: Option<Identity>,
 }
@@ -121,7 +122,7 @@ impl ExecPlan {
             cwd,
             set_listen_pid: true,
             dies_with_parent: false,
-            cgroup_procs: None,
+            cgroup: None,
             identity: None,
         })
     }
@@ -133,11 +134,15 @@ impl ExecPlan {
         self
     }
 
-    /// The child enters the cgroup whose `cgroup.procs` is `fd` before exec.
-    /// `fd` must stay open until `spawn` returns.
-    pub fn into_cgroup(mut self, fd: RawFd) -> Self {
-        self.cgroup_procs = Some(fd);
-        self
+    /// The child makes the cgroup `dir` (its parent must exist) and enters
+    /// it before exec. Fails with `InvalidInput` for a path with a NUL byte.
+    pub fn into_cgroup(mut self, dir: &Path) -> io::Result<Self> {
+        let cstr = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        };
+        self.cgroup = Some((cstr(dir)?, cstr(&dir.join("cgroup.procs"))?));
+        Ok(self)
     }
 
     /// The child drops to `identity` before exec: its groups, then its
@@ -246,11 +251,11 @@ impl ExecPlan {
         unsafe {
             let _ = call(libc::SYS_setpgid, [0, 0, 0, 0]);
             if let Err(e) = call(libc::SYS_dup3, [start.devnull as usize, 0, 0, 0]) {
-                die(report, 126, e);
+                die(report, Stage::Stdin, e);
             }
             if !start.cwd.is_null() {
                 if let Err(e) = call(libc::SYS_chdir, [start.cwd as usize, 0, 0, 0]) {
-                    die(report, 126, e);
+                    die(report, Stage::Directory, e);
                 }
             }
             // The gate: its write end closed here (this child must not hold
@@ -263,10 +268,21 @@ impl ExecPlan {
                 let _ = call(libc::SYS_close, [read as usize, 0, 0, 0]);
             }
             // Before it can start anything: into its cgroup ("0" is the writer itself).
-            if let Some(fd) = self.cgroup_procs {
-                if let Err(e) = call(libc::SYS_write, [fd as usize, b"0".as_ptr() as usize, 1, 0]) {
-                    die(report, 126, e);
+            if let Some((dir, procs)) = &self.cgroup {
+                let at = libc::AT_FDCWD as usize;
+                let made = call(libc::SYS_mkdirat, [at, dir.as_ptr() as usize, 0o755, 0]);
+                if let Err(e) = made.or_else(|e| if e == libc::EEXIST { Ok(0) } else { Err(e) }) {
+                    die(report, Stage::Cgroup, e);
                 }
+                let flags = (libc::O_WRONLY | libc::O_CLOEXEC) as usize;
+                let fd = match call(libc::SYS_openat, [at, procs.as_ptr() as usize, flags, 0]) {
+                    Ok(fd) => fd,
+                    Err(e) => die(report, Stage::Cgroup, e),
+                };
+                if let Err(e) = call(libc::SYS_write, [fd, b"0".as_ptr() as usize, 1, 0]) {
+                    die(report, Stage::Cgroup, e);
+                }
+                let _ = call(libc::SYS_close, [fd, 0, 0, 0]);
             }
             // Then the privileges go, groups before the user (after setuid
             // there is no right to change them). The system calls change this
@@ -280,7 +296,7 @@ impl ExecPlan {
                     .and_then(|_| call(libc::SYS_setresgid, [gid, gid, gid, 0]))
                     .and_then(|_| call(libc::SYS_setresuid, [uid, uid, uid, 0]));
                 if let Err(e) = dropped {
-                    die(report, 126, e);
+                    die(report, Stage::Credentials, e);
                 }
             }
             // dup3 leaves the new number open across exec; one already in
@@ -292,12 +308,12 @@ impl ExecPlan {
                     call(libc::SYS_dup3, [from as usize, to as usize, 0, 0])
                 };
                 if let Err(e) = kept {
-                    die(report, 126, e);
+                    die(report, Stage::Fds, e);
                 }
             }
             for &fd in &self.keep_fds {
                 if let Err(e) = call(libc::SYS_fcntl, [fd as usize, libc::F_SETFD as usize, 0, 0]) {
-                    die(report, 126, e);
+                    die(report, Stage::Fds, e);
                 }
             }
             // Dispositions first, then the mask (all blocked since before
@@ -341,7 +357,7 @@ impl ExecPlan {
                 0,
             ];
             let errno = call(libc::SYS_execve, exec).err().unwrap_or(libc::ENOEXEC);
-            die(report, if errno == libc::ENOENT { 127 } else { 126 }, errno)
+            die(report, Stage::Exec, errno)
         }
     }
 }
@@ -450,6 +466,38 @@ impl Gate {
     }
 }
 
+/// What a spawned child was doing when it failed, as it reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+enum Stage {
+    Exec = 0,
+    Stdin = 1,
+    Directory = 2,
+    Cgroup = 3,
+    Credentials = 4,
+    Fds = 5,
+}
+
+impl Stage {
+    fn from_report(n: i32) -> Option<Stage> {
+        [Stage::Exec, Stage::Stdin, Stage::Directory, Stage::Cgroup, Stage::Credentials, Stage::Fds]
+            .into_iter()
+            .find(|s| *s as i32 == n)
+    }
+
+    /// What failed, for a message; None for the exec itself.
+    fn doing(self) -> Option<&'static str> {
+        match self {
+            Stage::Exec => None,
+            Stage::Stdin => Some("stdin from /dev/null"),
+            Stage::Directory => Some("its working directory"),
+            Stage::Cgroup => Some("entering its cgroup"),
+            Stage::Credentials => Some("taking its user and groups"),
+            Stage::Fds => Some("passing its fds"),
+        }
+    }
+}
+
 /// The memory a spawned child runs on until its exec: its `ChildStart`
 /// (the plan) and its stack.
 struct Lent {
@@ -508,13 +556,19 @@ impl ExecReport {
         events
     }
 
-    /// Why the child's exec failed, once it has exited; None if it succeeded.
+    /// Why the child's exec failed, once it has exited (the step it failed
+    /// at, when not the exec itself); None if it succeeded.
     pub fn exec_error(&mut self) -> Option<io::Error> {
         self.settled();
-        let mut errno = [0u8; 4];
-        match nix::unistd::read(&self.pipe, &mut errno) {
-            Ok(4) => Some(io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
-            _ => None,
+        let mut message = [0u8; 8];
+        if nix::unistd::read(&self.pipe, &mut message).ok()? != 8 {
+            return None;
+        }
+        let word = |at: usize| i32::from_ne_bytes(message[at..at + 4].try_into().expect("4 bytes"));
+        let errno = io::Error::from_raw_os_error(word(0));
+        match Stage::from_report(word(4)).and_then(Stage::doing) {
+            Some(doing) => Some(io::Error::new(errno.kind(), format!("{doing}: {errno}"))),
+            None => Some(errno),
         }
     }
 }
@@ -605,15 +659,19 @@ mod direct {
         unsafe { call(libc::SYS_rt_sigaction, args) }
     }
 
-    /// In the child: reports `errno` on `report` and exits with `code`.
+    /// In the child: reports `errno` and the `stage` that failed on
+    /// `report`, and exits 127 if exec found no program, else 126.
     ///
     /// # Safety
     ///
     /// Only in a spawned child, which ends here.
-    pub unsafe fn die(report: i32, code: i32, errno: i32) -> ! {
-        // SAFETY: writes 4 bytes from this stack to an open fd.
+    pub unsafe fn die(report: i32, stage: super::Stage, errno: i32) -> ! {
+        let message = [errno, stage as i32];
+        let code =
+            if matches!(stage, super::Stage::Exec) && errno == libc::ENOENT { 127 } else { 126 };
+        // SAFETY: writes 8 bytes from this stack to an open fd.
         unsafe {
-            let _ = call(libc::SYS_write, [report as usize, &errno as *const i32 as usize, 4, 0]);
+            let _ = call(libc::SYS_write, [report as usize, message.as_ptr() as usize, 8, 0]);
             exit(code)
         }
     }

@@ -15,12 +15,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{OFlag, open};
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::stat::Mode;
 use nix::unistd::Pid as NixPid;
 
 use super::process::Pid;
@@ -30,9 +27,8 @@ use super::procfs;
 /// the child writes itself into between fork and exec.
 #[derive(Debug)]
 pub struct Placement {
-    /// Open for writing, close-on-exec; the spawn routine writes `0` to it in the child.
-    pub cgroup_procs: Option<OwnedFd>,
-    cgroup: Option<PathBuf>,
+    /// The child's cgroup, which the spawn routine makes and enters in the child.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// What hotswap knows of one child.
@@ -92,24 +88,17 @@ impl Tracker {
         self.cgroups.is_some()
     }
 
-    /// Where the next child goes: its cgroup is created now and the spawn
-    /// routine moves the child into it before exec, so nothing it starts
-    /// can escape it, not even before its first instruction.
+    /// Where the next child goes: its generation's cgroup is created now;
+    /// the spawn routine makes the child's own below it and moves the child
+    /// there before exec, so nothing it starts can escape it, not even
+    /// before its first instruction.
     pub fn place(&mut self, generation: u64, serial: u64) -> io::Result<Placement> {
         let Some(cgroups) = &self.cgroups else {
-            return Ok(Placement { cgroup_procs: None, cgroup: None });
+            return Ok(Placement { cgroup: None });
         };
-        let dir = cgroups.base.join(format!("g{generation}")).join(format!("c{serial}"));
-        fs::create_dir_all(&dir)?;
-        let procs =
-            open(&dir.join("cgroup.procs"), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty());
-        match procs {
-            Ok(fd) => Ok(Placement { cgroup_procs: Some(fd), cgroup: Some(dir) }),
-            Err(e) => {
-                let _ = fs::remove_dir(&dir);
-                Err(e.into())
-            }
-        }
+        let parent = cgroups.base.join(format!("g{generation}"));
+        fs::create_dir_all(&parent)?;
+        Ok(Placement { cgroup: Some(parent.join(format!("c{serial}"))) })
     }
 
     /// A child was spawned as `placement` said; a spawn that failed gives its placement back.
@@ -170,7 +159,11 @@ impl Tracker {
             if !reaped {
                 let _ = kill(NixPid::from_raw(pid as i32), Signal::SIGKILL);
             }
-            if let Err(e) = kill_cgroup(dir) {
+            // NotFound: the child died before it made its cgroup.
+            if let Err(e) = kill_cgroup(dir).or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            }) {
                 tracing::warn!("cgroup.kill in {}: {e}", dir.display());
             }
             return left;
