@@ -195,8 +195,13 @@ impl Tracker {
             .into_iter()
             .filter(|p| !self.children.contains_key(p))
             .filter(|&p| {
-                procfs::environ_var(p, "HOTSWAP_GENERATION") == Some(generation.to_string())
-                    && procfs::environ_var(p, "HOTSWAP_INSTANCE") == Some(instance.to_string())
+                let ours = procfs::environ_var(p, "HOTSWAP_GENERATION")
+                    == Some(generation.to_string())
+                    && procfs::environ_var(p, "HOTSWAP_INSTANCE") == Some(instance.to_string());
+                // One that got our stop signal and is exiting can no longer say
+                // whose it is: it counts until it is a zombie, so that a drain
+                // does not end while it still runs.
+                ours || procfs::exiting(p)
             })
             .collect()
     }

@@ -42,7 +42,8 @@ pub use maps::preload_loaded;
 pub use net::{count_connections, unix_listeners};
 pub use scan::scan;
 pub use tree::{
-    Stat, children_of, descendants, environ_var, group_members, in_tree, rss_of, stat, tree_rss,
+    Stat, children_of, descendants, environ_var, exiting, group_members, in_tree, rss_of, stat,
+    tree_rss,
 };
 
 /// The inodes of the sockets `pid` has open (empty when it is gone or not ours to read).

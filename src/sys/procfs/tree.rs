@@ -13,7 +13,12 @@ pub struct Stat {
     pub state: char,
     pub ppid: Pid,
     pub pgrp: Pid,
+    /// The kernel's `PF_*` flags of the process's main thread.
+    pub flags: u32,
 }
+
+/// `PF_EXITING` (include/linux/sched.h): set when the process starts to exit.
+const PF_EXITING: u32 = 0x4;
 
 pub fn stat(pid: Pid) -> Option<Stat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
@@ -25,7 +30,9 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some(Stat { state, ppid, pgrp })
+    // session, tty_nr, tpgid, then flags.
+    let flags = fields.nth(3)?.parse().ok()?;
+    Some(Stat { state, ppid, pgrp, flags })
 }
 
 /// Whether `pid` belongs to the process tree of child `root` (a descendant,
@@ -150,6 +157,13 @@ pub fn environ_var(pid: Pid, key: &str) -> Option<String> {
     })
 }
 
+/// Whether `pid` is on its way out (`PF_EXITING`) but not a zombie yet:
+/// its environment may no longer be readable, so it cannot say which
+/// generation it belongs to.
+pub fn exiting(pid: Pid) -> bool {
+    stat(pid).is_some_and(|s| s.flags & PF_EXITING != 0 && s.state != 'Z')
+}
+
 fn children(pid: Pid, tid: Pid) -> Vec<Pid> {
     let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).unwrap_or_default();
     parse_children(&text)
@@ -215,12 +229,13 @@ mod tests {
 
     #[test]
     fn stat_survives_odd_command_names() {
-        let stat = parse_stat("123 (my (odd) app) S 45 123 123 0 -1").unwrap();
-        assert_eq!(stat, Stat { state: 'S', ppid: 45, pgrp: 123 });
+        let stat = parse_stat("123 (my (odd) app) S 45 123 123 0 -1 4194308").unwrap();
+        assert_eq!(stat, Stat { state: 'S', ppid: 45, pgrp: 123, flags: 0x40_0004 });
         // A python3 that renamed itself with prctl(PR_SET_NAME, "my (odd) app) x").
         let seen = "25887 (my (odd) app) x) R 25884 25884 19319 0 -1 4194304 3209 6581 1 0 4 3 3 0 \
                     20 0 1 0 142334 20238336 3818 18446744073709551615 94726316253184";
-        assert_eq!(parse_stat(seen), Some(Stat { state: 'R', ppid: 25884, pgrp: 25884 }));
+        let expected = Stat { state: 'R', ppid: 25884, pgrp: 25884, flags: 4194304 };
+        assert_eq!(parse_stat(seen), Some(expected));
         assert_eq!(parse_stat("1 (a) b) c"), None, "fields after the last ) must be numbers");
         assert_eq!(parse_stat(""), None);
     }
