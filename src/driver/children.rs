@@ -99,6 +99,13 @@ impl Children {
         self.by_pid.insert(pid, io);
     }
 
+    /// `pid`'s channels are listened to from now on.
+    pub fn watch(&mut self, pid: Pid, channels: Watch) {
+        if let Some(io) = self.by_pid.get_mut(&pid) {
+            io._channels = Some(channels);
+        }
+    }
+
     /// What a re-exec of hotswap hands over. Only when no child starts:
     /// probes and exec reports do not cross.
     pub fn hand_over(&self) -> Vec<Handed> {

@@ -107,6 +107,9 @@ struct Driver {
     releases: std::collections::BTreeMap<u64, Release>,
     /// Programs already named for running without the bind shim.
     unshimmed: std::collections::BTreeSet<String>,
+    /// Children spawned in this batch, whose channels are listened to once
+    /// the batch is done.
+    unwatched: Vec<(Pid, Channels)>,
     exit: Option<i32>,
     /// The control and claim sockets' fds (tokio owns them), for a re-exec.
     control_fd: Option<RawFd>,
@@ -171,6 +174,7 @@ pub async fn run(mut service: Service, resumed: Option<DriverState>) -> std::io:
         sampler: Sampler::default(),
         lingering: HashMap::new(),
         unshimmed: Default::default(),
+        unwatched: Vec::new(),
         releases: Default::default(),
         exit: None,
         control_fd,
@@ -333,6 +337,13 @@ impl Driver {
         while let Some(action) = sup.poll_action() {
             self.perform(sup, action, &mut gate);
         }
+        drop(gate);
+        for (pid, channels) in std::mem::take(&mut self.unwatched) {
+            match channels.watch(pid, self.child_uid(), self.heard.clone()) {
+                Ok(watch) => self.children.watch(pid, watch),
+                Err(e) => tracing::warn!("readiness channels of pid {pid}: {e}"),
+            }
+        }
     }
 
     fn perform(&mut self, sup: &mut Supervisor, action: Action, gate: &mut Option<Gate>) {
@@ -473,14 +484,10 @@ impl Driver {
             Ok(Forked { pid, exec_report }) => {
                 tracing::debug!("gen {generation} instance {instance} spawned pid {pid}");
                 self.tracker.spawned(pid, generation, instance, placement);
-                let watch = match channels.watch(pid, self.child_uid(), self.heard.clone()) {
-                    Ok(watch) => Some(watch),
-                    Err(e) => {
-                        tracing::warn!("readiness channels of pid {pid}: {e}");
-                        None
-                    }
-                };
-                self.children.add(pid, watch, exec_report);
+                self.children.add(pid, None, exec_report);
+                // Listened to once the batch is spawned: what the child sends
+                // meanwhile waits in the channels.
+                self.unwatched.push((pid, channels));
                 self.sampler.watch(pid, Instant::now());
                 self.start_probe(pid);
                 Event::Spawned { generation, instance, pid }

@@ -183,7 +183,7 @@ impl ExecPlan {
             ),
             None => None,
         };
-        let devnull = std::fs::File::open("/dev/null")?;
+        let devnull = dev_null()?;
         let (report, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut start = Box::new(ChildStart {
             plan: self,
@@ -360,6 +360,16 @@ impl ExecPlan {
             die(report, Stage::Exec, errno)
         }
     }
+}
+
+/// /dev/null, opened once, for every child's stdin.
+fn dev_null() -> io::Result<&'static std::fs::File> {
+    static DEV_NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if let Some(file) = DEV_NULL.get() {
+        return Ok(file);
+    }
+    let file = std::fs::File::open("/dev/null")?;
+    Ok(DEV_NULL.get_or_init(|| file))
 }
 
 /// The child's stack size: `exec_child` needs a few hundred bytes; this is
