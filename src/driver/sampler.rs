@@ -198,6 +198,19 @@ mod tests {
     }
 
     #[test]
+    fn a_child_not_yet_exec_d_is_looked_at_again_soon_with_its_backoff_untouched() {
+        let t0 = Instant::now();
+        let mut s = Sampler::default();
+        s.watch(1, t0);
+        s.not_yet(1, t0 + ms(2));
+        s.not_yet(1, t0 + ms(4));
+        assert_eq!(s.next_due(), Some(t0 + ms(6)), "again after the first interval");
+        // Its first real look backs off from the first interval, as if nothing had happened.
+        s.looked(1, t0 + ms(6), Duration::ZERO, false);
+        assert_eq!(s.next_due(), Some(t0 + ms(10)), "2 ms doubled once");
+    }
+
+    #[test]
     fn after_a_signal_every_look_is_deep_as_its_cost_allows() {
         let t0 = Instant::now();
         let mut s = Sampler::default();

@@ -171,39 +171,53 @@ fn a_drain_deadline_set_before_usr2_is_kept_by_the_new_binary() {
     svc.wait_index(killing, "gen 1 gone");
 }
 
-/// What `pid` has open, by kind (`socket`, `pipe`, `anon_inode:[eventpoll]`, a path), sorted:
-/// the numbers differ between hotswap processes (a readiness pipe's is wherever hotswap had
-/// room for it), what the child holds must not.
-fn open_fds(pid: u32) -> Vec<String> {
-    let mut kinds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// The files (device, inode) behind `pid`'s fds from 3 up, with the fd numbers; not the
+/// `anon_inode:` ones (every epoll and eventfd shares one inode).
+fn files_from_3(pid: u32) -> Vec<(i32, (u64, u64))> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("read /proc/PID/fd")
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .map(|target| {
-            let target = target.to_string_lossy().into_owned();
-            match target.split_once(":[") {
-                Some((kind, _)) if kind == "socket" || kind == "pipe" => kind.to_string(),
-                _ => target,
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            if target.to_string_lossy().starts_with("anon_inode:") {
+                return None;
             }
+            let meta = std::fs::metadata(e.path()).ok()?;
+            (fd >= 3).then_some((fd, (meta.dev(), meta.ino())))
         })
-        .collect();
-    kinds.sort();
-    kinds
+        .collect()
 }
 
-/// A child started after a USR2 gets what one started before got and nothing more: the fds
-/// the previous process handed over (control socket, claim socket, children's readiness
-/// channels) are hotswap's own again, close-on-exec, never a child's.
+/// A child started after a USR2 holds nothing of hotswap's but what its environment names:
+/// the sockets at fds 3.. (`LISTEN_FDS`) and its readiness channels. The fds the previous
+/// process handed over (control socket, claim socket, other children's readiness channels)
+/// are hotswap's own again, close-on-exec, never a child's.
 #[test]
 fn a_child_started_after_usr2_gets_no_fd_of_hotswaps() {
     let installed = Installed::new();
     let svc = Service::start_via(installed.path(), &[], &[&server()]);
-    let before: Vec<Vec<String>> = child_pids(&svc).into_iter().map(open_fds).collect();
     let from = svc.hs.stderr().line_count();
     svc.hs.signal(Signal::SIGUSR2);
     svc.wait_index(from, "resumed: gen 1 serving");
     let switch = svc.hup_and_wait(2, 1);
-    let after: Vec<Vec<String>> = switch.new_pids.iter().map(|&pid| open_fds(pid)).collect();
-    assert_eq!(after, before, "the fds of a child started after USR2, and of one before");
+    let child = switch.new_pids[0];
+    let env = crate::support::environ(child);
+    let listen_fds: i32 = env.get("LISTEN_FDS").and_then(|n| n.parse().ok()).unwrap_or(0);
+    let named: Vec<i32> = ["HOTSWAP_READY_FD", "NODE_CHANNEL_FD"]
+        .iter()
+        .filter_map(|k| env.get(*k)?.parse().ok())
+        .collect();
+    let hotswaps: Vec<(u64, u64)> =
+        files_from_3(svc.hs.pid() as u32).into_iter().map(|(_, file)| file).collect();
+    let leaked: Vec<i32> = files_from_3(child)
+        .into_iter()
+        .filter(|(fd, file)| {
+            *fd >= 3 + listen_fds && !named.contains(fd) && hotswaps.contains(file)
+        })
+        .map(|(fd, _)| fd)
+        .collect();
+    assert!(leaked.is_empty(), "fds {leaked:?} of the child are hotswap's own files");
     svc.hup_and_wait(3, 2);
     svc.assert_all_answered_by(3, 3);
 }

@@ -302,7 +302,11 @@ impl Hotswap {
                 true => "hotswap's stderr closed".to_string(),
                 false => format!("timed out after {timeout:?}"),
             };
-            panic!("{why} waiting for a stderr line containing one of {patterns:?} (after line {index})")
+            panic!(
+                "{why} waiting for a stderr line containing one of {patterns:?} (after line \
+                 {index}); hotswap's children: {}",
+                describe_children(self.pid())
+            )
         })
     }
 
@@ -781,4 +785,30 @@ pub fn serve_example(options: &[&str], server_args: &[&str]) -> (Hotswap, u32) {
     let started = hs.wait_for_stderr("gen 1 started (pids ", WAIT);
     hs.wait_for_stderr("gen 1 ready", WAIT);
     (hs, started_pid(&started))
+}
+
+/// hotswap's children as the kernel sees them (pid, state, where it sleeps, what it runs), for
+/// a timeout's message: a child stuck before its exec shows hotswap's own command line.
+fn describe_children(hotswap: i32) -> String {
+    let read = |path: String| std::fs::read_to_string(path).unwrap_or_default();
+    let tasks = std::fs::read_dir(format!("/proc/{hotswap}/task")).into_iter().flatten();
+    let children: Vec<String> = tasks
+        .filter_map(|t| t.ok())
+        .flat_map(|t| {
+            read(format!("/proc/{hotswap}/task/{}/children", t.file_name().to_string_lossy()))
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let one = |pid: &String| {
+        let stat = read(format!("/proc/{pid}/stat"));
+        let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("?");
+        let wchan = read(format!("/proc/{pid}/wchan"));
+        let cmdline = read(format!("/proc/{pid}/cmdline")).replace('\0', " ");
+        let stack =
+            read(format!("/proc/{pid}/stack")).lines().take(4).collect::<Vec<_>>().join(" < ");
+        format!("{pid} {state} wchan={wchan} [{}] {stack}", cmdline.trim())
+    };
+    children.iter().map(one).collect::<Vec<_>>().join("; ")
 }
