@@ -260,11 +260,16 @@ impl ExecPlan {
             }
             // The gate: its write end closed here (this child must not hold
             // it open), then wait for end of file, once hotswap has spawned
-            // the whole batch. Every signal is blocked: no EINTR.
+            // the whole batch; a second at most, whatever holds it (the gate
+            // only saves time). Every signal is blocked: no EINTR.
             if let Some((read, write)) = start.gate {
                 let _ = call(libc::SYS_close, [write as usize, 0, 0, 0]);
-                let mut byte = 0u8;
-                let _ = call(libc::SYS_read, [read as usize, &mut byte as *mut u8 as usize, 1, 0]);
+                let mut gate = libc::pollfd { fd: read, events: libc::POLLIN, revents: 0 };
+                let most = libc::timespec { tv_sec: GATE_WAIT_SECONDS, tv_nsec: 0 };
+                // ppoll with no signal mask: its fifth argument (the mask's size) is unused.
+                let wait =
+                    [&mut gate as *mut libc::pollfd as usize, 1, &most as *const _ as usize, 0];
+                let _ = call(libc::SYS_ppoll, wait);
                 let _ = call(libc::SYS_close, [read as usize, 0, 0, 0]);
             }
             // Before it can start anything: into its cgroup ("0" is the writer itself).
@@ -361,6 +366,9 @@ impl ExecPlan {
         }
     }
 }
+
+/// The longest a child waits at its spawn gate, in seconds.
+const GATE_WAIT_SECONDS: libc::time_t = 1;
 
 /// /dev/null, opened once, for every child's stdin.
 fn dev_null() -> io::Result<&'static std::fs::File> {
