@@ -198,6 +198,30 @@ mod tests {
     }
 
     #[test]
+    fn a_paced_deep_look_comes_at_the_first_look_its_cost_allows() {
+        let t0 = Instant::now();
+        let mut s = Sampler::default();
+        s.watch(1, t0);
+        for _ in 0..7 {
+            let now = s.next_due().unwrap();
+            s.looked(1, now, Duration::ZERO, false);
+        }
+        let now = s.next_due().unwrap();
+        assert!(s.due(now)[0].1, "the eighth is deep");
+        s.looked(1, now, ms(60), true);
+        assert_eq!(s.next_due(), Some(now + CAP), "the next look at the interval reached");
+        // Its turn (every eighth look) comes after 350 ms; it waits there until ten times its
+        // cost has passed, and the very next look then is deep.
+        let mut at = s.next_due().unwrap();
+        while at < now + ms(600) {
+            assert!(!s.due(at)[0].1, "deep before its cost allows");
+            s.looked(1, at, Duration::ZERO, false);
+            at = s.next_due().unwrap();
+        }
+        assert!(s.due(at)[0].1, "the first look after 600 ms is deep");
+    }
+
+    #[test]
     fn a_child_not_yet_exec_d_is_looked_at_again_soon_with_its_backoff_untouched() {
         let t0 = Instant::now();
         let mut s = Sampler::default();
