@@ -13,7 +13,7 @@ use crate::support::{Launch, hotswap_bin, path_str};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Runtime {
-    /// benches/reload/apps/app.js: binds PORT itself, closes its server on SIGTERM.
+    /// tests/fixtures/unmodified/app.js: binds PORT itself, closes its server on SIGTERM.
     Node,
     /// `python3 -m http.server`: binds itself, no SIGTERM handler.
     HttpServer,
@@ -25,7 +25,7 @@ pub enum Runtime {
     Uvicorn,
     /// The example server (tokio) under `--listen`, `--ready none`.
     Tokio,
-    /// benches/reload/apps/accept_loop.py: a blocking accept() loop.
+    /// tests/fixtures/unmodified/accept_loop.py: a blocking accept() loop.
     AcceptLoop,
 }
 
@@ -96,6 +96,11 @@ fn bench_app(name: &str) -> String {
     path_str(&repo().join("benches/reload/apps").join(name))
 }
 
+/// A test fixture the bench runs as is.
+fn fixture(name: &str) -> String {
+    path_str(&fixtures().join(name))
+}
+
 fn fixtures() -> PathBuf {
     repo().join("tests/fixtures/unmodified")
 }
@@ -130,7 +135,7 @@ impl Runtime {
     /// The command as the caption shows it (`P`: the port).
     pub fn shown(self) -> &'static str {
         match self {
-            Runtime::Node => "`PORT=P hotswap -- node benches/reload/apps/app.js`",
+            Runtime::Node => "`PORT=P hotswap -- node tests/fixtures/unmodified/app.js`",
             Runtime::HttpServer => {
                 "`hotswap -- sh -c 'exec python3 -m http.server P --bind 127.0.0.1 >&2'` with \
                  `PYTHONUNBUFFERED=1` (stdout to stderr, unbuffered, so that its own line reaches \
@@ -147,7 +152,9 @@ impl Runtime {
             Runtime::Tokio => {
                 "`hotswap -l 127.0.0.1:P -- server --ready none` (examples/server.rs)"
             }
-            Runtime::AcceptLoop => "`PORT=P hotswap -- python3 benches/reload/apps/accept_loop.py`",
+            Runtime::AcceptLoop => {
+                "`PORT=P hotswap -- python3 tests/fixtures/unmodified/accept_loop.py`"
+            }
         }
     }
 
@@ -155,9 +162,9 @@ impl Runtime {
     pub fn marker(self) -> &'static str {
         match self {
             Runtime::Node => {
-                "`app[PID]: listening on …`, printed in the `listening` callback (the bench's \
-                 copy of app.js adds it; the callback runs on the tick after `listen()`, before \
-                 libuv registers the socket in epoll and waits)"
+                "`app[PID]: listening on …`, printed in the `listening` callback (it runs on \
+                 the tick after `listen()`, before libuv registers the socket in epoll and \
+                 waits)"
             }
             Runtime::HttpServer => {
                 "its own `Serving HTTP on …`, printed right before `serve_forever()` (which \
@@ -177,10 +184,7 @@ impl Runtime {
                  loops were spawned (tokio registers the listener in epoll before that: this line \
                  comes a little after the moment)"
             }
-            Runtime::AcceptLoop => {
-                "`accept_loop[PID]: accepting`, printed right before the loop (the bench's copy of \
-                 accept_loop.py adds it)"
-            }
+            Runtime::AcceptLoop => "`accept_loop[PID]: accepting`, printed right before the loop",
         }
     }
 
@@ -216,7 +220,7 @@ impl Runtime {
         match self {
             Runtime::Node => {
                 need("node")?;
-                run.argv = s(&["node", &bench_app("app.js")]);
+                run.argv = s(&["node", &fixture("app.js")]);
                 run.env.push(("PORT".into(), p));
                 run.line = ChildLine::Pid("app[", "]: listening");
             }
@@ -254,7 +258,7 @@ impl Runtime {
             }
             Runtime::AcceptLoop => {
                 need("python3")?;
-                run.argv = s(&["python3", &bench_app("accept_loop.py")]);
+                run.argv = s(&["python3", &fixture("accept_loop.py")]);
                 run.env.push(("PORT".into(), p));
                 run.line = ChildLine::Pid("accept_loop[", "]: accepting");
             }

@@ -12,7 +12,7 @@
 //! - **naive**: the server stopped (SIGTERM, wait for its exit) and started again K times, what
 //!   `systemctl restart` does;
 //! - **hotswap**: the server under hotswap, K SIGHUP reloads; then with `-n 2` instances;
-//! - **unmodified** (issue 8): an unmodified Node app (benches/reload/apps/app.js, binds PORT
+//! - **unmodified** (issue 8): an unmodified Node app (tests/fixtures/unmodified/app.js, binds PORT
 //!   itself) under `hotswap --` with no flag, K SIGHUP reloads; the same app restarted naively;
 //!   and `python3 -m http.server`, which has no SIGTERM handler, under `hotswap --`;
 //! - **pm2** (only when `node` and `pm2` are on PATH): benches/pm2/server.js in PM2 cluster mode,

@@ -510,7 +510,7 @@ fn run_unmodified(bins: &Bins, app: Unmodified, mode: Mode, opts: &Opts) -> Opti
         }
     };
     let what = match runtime {
-        Runtime::Node => "Node app (benches/reload/apps/app.js)",
+        Runtime::Node => "Node app (tests/fixtures/unmodified/app.js)",
         _ => "Python's http.server",
     };
     let not_direct = format!("{what}: ÷ direct does not apply");
