@@ -170,15 +170,6 @@ fn start_hotswap(runtime: &Path, root: &Path, name: &str) -> Service {
     Service { hs, ctl, addr }
 }
 
-/// The `version=` of the body of a fresh `GET /`.
-fn version(svc: &Service) -> String {
-    let body = svc.get().body;
-    body.split_whitespace()
-        .find_map(|f| f.strip_prefix("version="))
-        .unwrap_or_else(|| panic!("no version in {body:?}"))
-        .to_string()
-}
-
 /// The serving generation's release directory, as `status` reports it.
 fn serving_release(status: &Status) -> String {
     let serving = status.generations.iter().find(|g| g.state == GenerationState::Serving);
@@ -213,14 +204,14 @@ fn deploy_sh_and_rollback_sh_under_load() {
     let svc = start_hotswap(&runtime, &root, "app");
     let load = svc.load();
     let mut ok = wait_for_ok(&load, 0, 50);
-    assert_eq!(version(&svc), "one");
+    assert_eq!(svc.version(), "one");
 
     // A good release: the reload takes over, `previous` remembers the first release.
     let out = deploy(&env, &root, "app", &[], &build(&builds, "two", ""));
     let stdout = succeeded(&out, "deploying a good release");
     assert!(stdout.contains("gen 2 took over"), "{stdout}");
     let two = added(std::slice::from_ref(&one), &releases(&root));
-    assert_eq!(version(&svc), "two");
+    assert_eq!(svc.version(), "two");
     assert_eq!(link(&root, "current"), format!("releases/{two}"));
     assert_eq!(link(&root, "previous"), format!("releases/{one}"));
     ok = wait_for_ok(&load, ok, 50);
@@ -237,7 +228,7 @@ fn deploy_sh_and_rollback_sh_under_load() {
     let broken = added(&before, &releases(&root));
     assert_eq!(link(&root, "current"), format!("releases/{two}"));
     assert_eq!(link(&root, "previous"), format!("releases/{one}"));
-    assert_eq!(version(&svc), "two");
+    assert_eq!(svc.version(), "two");
     let status = svc.status();
     let last = status.last_reload.as_ref().expect("a last reload");
     assert_eq!(last.result, LastReloadResult::RolledBack, "{status:#?}");
@@ -258,7 +249,7 @@ fn deploy_sh_and_rollback_sh_under_load() {
     let out = deploy(&by_control, &root, "app", &[], &build(&builds, "bad", ""));
     succeeded(&out, "deploying a bad release that passes readiness");
     let bad = added(&before, &releases(&root));
-    assert_eq!(version(&svc), "bad");
+    assert_eq!(svc.version(), "bad");
     assert_eq!(link(&root, "current"), format!("releases/{bad}"));
     ok = wait_for_ok(&load, ok, 50);
 
@@ -266,7 +257,7 @@ fn deploy_sh_and_rollback_sh_under_load() {
     let out = rollback(&env, &root, "app");
     let stdout = succeeded(&out, "rollback.sh");
     assert!(stdout.contains("took over"), "{stdout}");
-    assert_eq!(version(&svc), "two");
+    assert_eq!(svc.version(), "two");
     assert_eq!(link(&root, "current"), format!("releases/{two}"));
     assert_eq!(link(&root, "previous"), format!("releases/{bad}"));
     assert_eq!(serving_release(&svc.status()), release_dir(&root, &two));
@@ -472,7 +463,7 @@ fn ansible_rolls_a_release_host_by_host_and_stops_at_the_first_failing_host() {
     let probers: Vec<Prober> = services.iter().map(|(_, svc)| Prober::start(svc.addr)).collect();
     let mut oks: Vec<u64> = probers.iter().map(|p| p.wait_for_ok(0, 20)).collect();
     for (_, svc) in &services {
-        assert_eq!(version(svc), "one");
+        assert_eq!(svc.version(), "one");
     }
 
     // A good release reaches both hosts.
@@ -480,7 +471,7 @@ fn ansible_rolls_a_release_host_by_host_and_stops_at_the_first_failing_host() {
     succeeded(&out, "ansible-playbook with a good release");
     let mut currents = Vec::new();
     for (root, svc) in &services {
-        assert_eq!(version(svc), "two");
+        assert_eq!(svc.version(), "two");
         let status = svc.status();
         assert_eq!(status.generation, Some(2), "{status:#?}");
         let current = link(root, "current");
@@ -506,13 +497,13 @@ fn ansible_rolls_a_release_host_by_host_and_stops_at_the_first_failing_host() {
     assert!(output.contains("failed readiness"), "{output}");
     assert!(!output.contains("host-b"), "no task ran on host-b: {output}");
     let (root_a, svc_a) = &services[0];
-    assert_eq!(version(svc_a), "two");
+    assert_eq!(svc_a.version(), "two");
     assert_eq!(link(root_a, "current"), currents[0], "host-a's current is put back");
     let status = svc_a.status();
     let last = status.last_reload.as_ref().expect("a last reload on host-a");
     assert_eq!(last.result, LastReloadResult::RolledBack, "{status:#?}");
     let (root_b, svc_b) = &services[1];
-    assert_eq!(version(svc_b), "two");
+    assert_eq!(svc_b.version(), "two");
     assert_eq!(link(root_b, "current"), currents[1]);
     assert_eq!(releases(root_b), before_b, "no release was copied to host-b");
     let status = svc_b.status();

@@ -32,15 +32,6 @@ fn ln_sfn(target: &Path, link: &Path) {
     assert!(status.success());
 }
 
-/// The `version=` of the body of a fresh `GET /`.
-fn version(svc: &Service) -> String {
-    let body = svc.get().body;
-    body.split_whitespace()
-        .find_map(|f| f.strip_prefix("version="))
-        .unwrap_or_else(|| panic!("no version in {body:?}"))
-        .to_string()
-}
-
 #[test]
 fn releases_follow_the_current_symlink_env_files_reload_and_rollback_goes_back() {
     let root = tempfile::tempdir().unwrap();
@@ -54,12 +45,12 @@ fn releases_follow_the_current_symlink_env_files_reload_and_rollback_goes_back()
     let svc = Service::start(&["--chdir", &chdir, "--env-file", &env_arg], &["./run.sh"], &[]);
     let load = svc.load();
     let mut ok = wait_for_ok(&load, 0, 50);
-    assert_eq!(version(&svc), "one");
+    assert_eq!(svc.version(), "one");
 
     // The env file is read anew for the next generation.
     std::fs::write(one.join("app.env"), "VERSION=\"one-b\"\n").unwrap();
     svc.hup_and_wait(2, 1);
-    assert_eq!(version(&svc), "one-b");
+    assert_eq!(svc.version(), "one-b");
     ok = wait_for_ok(&load, ok, 50);
 
     // A malformed line fails the reload that would read it, naming the line; gen 2 serves on.
@@ -68,14 +59,14 @@ fn releases_follow_the_current_symlink_env_files_reload_and_rollback_goes_back()
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("app.env: line 2:"), "names the line: {stderr}");
-    assert_eq!(version(&svc), "one-b");
+    assert_eq!(svc.version(), "one-b");
     std::fs::write(one.join("app.env"), "VERSION=one-b\n").unwrap();
     ok = wait_for_ok(&load, ok, 50);
 
     // The symlink swapped to the second release, then HUP: the second release answers.
     ln_sfn(&two, &current);
     svc.hup_and_wait(4, 2);
-    assert_eq!(version(&svc), "two");
+    assert_eq!(svc.version(), "two");
     let status = svc.status();
     let serving = status.generations.iter().find(|g| g.state == GenerationState::Serving);
     let serving = serving.unwrap_or_else(|| panic!("{status:#?}"));
@@ -90,7 +81,7 @@ fn releases_follow_the_current_symlink_env_files_reload_and_rollback_goes_back()
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("rollback: gen 5 runs the release of gen 2"), "{stdout}");
     assert!(stdout.contains("gen 5 took over"), "{stdout}");
-    assert_eq!(version(&svc), "one-b");
+    assert_eq!(svc.version(), "one-b");
     let status = svc.status();
     let serving = status.generations.iter().find(|g| g.id == 5).expect("gen 5 in status");
     assert_eq!(serving.release_of, Some(2), "{status:#?}");

@@ -171,6 +171,15 @@ impl Service {
         r.generation().unwrap_or_else(|| panic!("no X-Generation in {r:?}"))
     }
 
+    /// The `version=` of the body of a fresh `GET /` (the release fixtures print one).
+    pub fn version(&self) -> String {
+        let body = self.get().body;
+        body.split_whitespace()
+            .find_map(|f| f.strip_prefix("version="))
+            .unwrap_or_else(|| panic!("no version in {body:?}"))
+            .to_string()
+    }
+
     /// `n` fresh-connection requests; panics unless every one is answered by `generation`.
     pub fn assert_all_answered_by(&self, generation: u64, n: usize) {
         for i in 0..n {
