@@ -87,11 +87,11 @@ pub struct Children {
 }
 
 impl Children {
-    /// A child was spawned, with its channels' readers if it has any and
-    /// the pipe on which it reports a failed exec.
-    pub fn add(&mut self, pid: Pid, channels: Option<Watch>, exec_report: ExecReport) {
+    /// A child was spawned, with the pipe on which it reports a failed exec
+    /// (its channels' readers follow, `watch`, once its batch is spawned).
+    pub fn add(&mut self, pid: Pid, exec_report: ExecReport) {
         let io = ChildIo {
-            _channels: channels,
+            _channels: None,
             probe: Probe::Idle,
             retiring: false,
             exec_report: Some(exec_report),

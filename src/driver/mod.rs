@@ -467,7 +467,6 @@ impl Driver {
                 return Event::SpawnFailed { generation, instance, status: None, reason };
             }
         };
-        let cgroup = placement.cgroup.clone();
         let env = channels.env.clone();
         let sockets = self.service.sockets.passed_for(instance);
         let spawner = &self.service.spawner;
@@ -478,13 +477,13 @@ impl Driver {
             &sockets,
             env,
             &extra_fds,
-            cgroup.as_deref(),
+            placement.cgroup.as_deref(),
             gate,
         ) {
             Ok(Forked { pid, exec_report }) => {
                 tracing::debug!("gen {generation} instance {instance} spawned pid {pid}");
                 self.tracker.spawned(pid, generation, instance, placement);
-                self.children.add(pid, None, exec_report);
+                self.children.add(pid, exec_report);
                 // Listened to once the batch is spawned: what the child sends
                 // meanwhile waits in the channels.
                 self.unwatched.push((pid, channels));

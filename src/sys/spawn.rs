@@ -144,9 +144,10 @@ impl Spawner {
 
     /// Starts one child of `release` with `sockets` (hotswap's fd, and how
     /// to name it) at fds 3, 4, … in order, `extra_env` and the `extra_fds`
-    /// it names, in the cgroup `cgroup` (which the child makes). Returns once it is forked, with its pid (also its
-    /// process group id) and its `ExecReport`, without waiting for its exec;
-    /// with a `gate`, the child execs only once the gate opens.
+    /// it names, in the cgroup `cgroup` (which the child makes). Returns
+    /// once it is forked, with its pid (also its process group id) and its
+    /// `ExecReport`, without waiting for its exec; with a `gate`, the child
+    /// execs only once the gate opens.
     #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         &self,

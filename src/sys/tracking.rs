@@ -23,8 +23,8 @@ use nix::unistd::Pid as NixPid;
 use super::process::Pid;
 use super::procfs;
 
-/// How a child was spawned into tracking: for a cgroup, the `cgroup.procs`
-/// the child writes itself into between fork and exec.
+/// How a child was spawned into tracking: for a cgroup, the directory the
+/// child makes and moves itself into between clone and exec.
 #[derive(Debug)]
 pub struct Placement {
     /// The child's cgroup, which the spawn routine makes and enters in the child.
